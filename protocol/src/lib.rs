@@ -1,0 +1,33 @@
+//! Types and wire format shared by the runtime (`runq`), the proxy
+//! (`runq-proxy`, PID 1 of the container) and the guest init (`runq-init`).
+//!
+//! * [`VmSpec`] is the VM description that `runq create` derives from the
+//!   OCI bundle and the proxy reads inside the container.
+//! * [`Msg`] and [`wire`] are the framed, versioned protocol spoken over the
+//!   vsock control connection between proxy and guest.
+
+pub mod spec;
+pub mod wire;
+
+pub use spec::{Accel, ProcessSpec, Share, VmSpec};
+pub use wire::{ExitStatus, Msg, WireError};
+
+/// Wire protocol version; host and guest must agree exactly, since both are
+/// built from the same tree and installed together.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// vsock port on the host (CID 2) that the guest dials for its control
+/// connection.
+pub const CONTROL_PORT: u32 = 1024;
+
+/// Where the runtime mounts the per-container runq directory (holding
+/// `vm.json`) inside the proxy's container.
+pub const CONTAINER_RUNQ_DIR: &str = "/runq";
+/// The container's own rootfs, as seen by the proxy.
+pub const CONTAINER_ROOTFS: &str = "/rootfs";
+/// Private tmpfs for the proxy's sockets and the guest console log.
+pub const CONTAINER_RUN_DIR: &str = "/run";
+/// The VM description file name inside [`CONTAINER_RUNQ_DIR`].
+pub const VM_SPEC_FILE: &str = "vm.json";
+/// virtiofs tag of the shared root filesystem.
+pub const ROOTFS_TAG: &str = "rootfs";

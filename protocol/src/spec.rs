@@ -1,0 +1,110 @@
+//! The VM description: everything the proxy and the guest need to know
+//! about one container, derived once by `runq create`.
+
+use serde::{Deserialize, Serialize};
+
+/// Accelerator choice (design decision 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when a probe proves it can run a guest, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// How the container rootfs reaches the guest (design decision 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Share {
+    #[default]
+    Virtiofs,
+    #[serde(rename = "9p")]
+    NineP,
+}
+
+/// The workload process, as the guest must start it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    /// `KEY=value` strings, in the order of the OCI spec.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    #[serde(default)]
+    pub terminal: bool,
+}
+
+/// The VM description written by `runq create` as `vm.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Container id, for log lines.
+    pub id: String,
+    pub cpus: u32,
+    pub mem_mib: u32,
+    pub accel: Accel,
+    pub share: Share,
+    /// `-cpu` value for QEMU; `None` means host (KVM) / max (TCG).
+    #[serde(default)]
+    pub cpu_model: Option<String>,
+    pub hostname: Option<String>,
+    pub process: ProcessSpec,
+    /// Mount the shared root read-only in the guest.
+    #[serde(default)]
+    pub readonly_root: bool,
+    /// Extra tmpfs mount points in the guest (runtime option `--tmpfs`).
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// The workload's OCI seccomp profile, moved from the container (where
+    /// QEMU runs) to the guest, verbatim.
+    #[serde(default)]
+    pub seccomp: Option<serde_json::Value>,
+    /// Log debug lines from the proxy and keep guest kernel messages.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+impl VmSpec {
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_spec_round_trips_through_json() {
+        let spec = VmSpec {
+            id: "c1".into(),
+            cpus: 2,
+            mem_mib: 512,
+            accel: Accel::Tcg,
+            share: Share::NineP,
+            cpu_model: None,
+            hostname: Some("h".into()),
+            process: ProcessSpec {
+                args: vec!["sh".into()],
+                env: vec!["A=1".into()],
+                cwd: "/".into(),
+                ..Default::default()
+            },
+            readonly_root: true,
+            tmpfs: vec!["/tmp".into()],
+            seccomp: None,
+            debug: false,
+        };
+        let json = spec.to_json().unwrap();
+        assert!(json.contains("\"share\": \"9p\""));
+        assert_eq!(VmSpec::from_json(&json).unwrap(), spec);
+    }
+}

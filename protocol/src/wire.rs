@@ -1,0 +1,259 @@
+//! Framed host<->guest messages.
+//!
+//! A frame is a little-endian `u32` payload length followed by the
+//! payload, one [`Msg`] encoded with `postcard`. The first frame in each
+//! direction is [`Msg::Hello`]; a version mismatch ends the session with a
+//! clear error on both sides.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::spec::ProcessSpec;
+
+/// Largest payload we accept. The biggest legitimate message is `Start`
+/// with a large environment (Docker allows ~1 MiB of it); data frames are
+/// at most [`MAX_DATA_CHUNK`].
+pub const MAX_FRAME: usize = 16 << 20;
+/// Size of the stdio chunks senders put in one frame.
+pub const MAX_DATA_CHUNK: usize = 64 << 10;
+
+/// How the workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell (and Docker) reports: N, or 128+S for signal S.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c & 0xff,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// First frame in each direction.
+    Hello {
+        version: u32,
+    },
+    /// Host -> guest: mount the root and start this process.
+    Start(Box<StartRequest>),
+    /// Host -> guest: bytes for the workload's stdin.
+    Stdin(Vec<u8>),
+    /// Host -> guest: the container's stdin reached EOF.
+    StdinEof,
+    /// Host -> guest: deliver this signal to the workload.
+    Signal(i32),
+    /// Host -> guest: terminal size changed.
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+    /// Guest -> host: workload output.
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// Guest -> host: the workload ended; all its output precedes this.
+    Exit(ExitStatus),
+    /// Guest -> host: the workload could not be started or the guest
+    /// failed; the text is for the user, the code is the exit status to
+    /// report (126/127 as runc, else 1... ).
+    Failed {
+        code: i32,
+        message: String,
+    },
+}
+
+/// What the guest needs to start the workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub process: ProcessSpec,
+    pub hostname: Option<String>,
+    pub readonly_root: bool,
+    pub tmpfs: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("control connection I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("protocol version mismatch: this side speaks {ours}, the other {theirs} (host and guest binaries from different builds?)")]
+    Version { ours: u32, theirs: u32 },
+    #[error("expected Hello as the first frame, got another message")]
+    NoHello,
+}
+
+/// Encode `msg` into one frame (length prefix + payload).
+pub fn encode(msg: &Msg) -> Result<Vec<u8>, WireError> {
+    let payload = postcard::to_stdvec(msg)?;
+    if payload.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(payload.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decode one payload (without its length prefix).
+pub fn decode(payload: &[u8]) -> Result<Msg, WireError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+/// Write one message as a single `write_all`, so that frames written by
+/// several threads under one lock never interleave.
+pub fn write_msg<W: Write>(w: &mut W, msg: &Msg) -> Result<(), WireError> {
+    w.write_all(&encode(msg)?)?;
+    Ok(())
+}
+
+/// Read one message; `Ok(None)` on a clean EOF between frames.
+pub fn read_msg<R: Read>(r: &mut R) -> Result<Option<Msg>, WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    decode(&payload).map(Some)
+}
+
+/// Send our Hello and check the peer's.
+pub fn handshake<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
+    write_msg(
+        s,
+        &Msg::Hello {
+            version: crate::PROTOCOL_VERSION,
+        },
+    )?;
+    match read_msg(s)? {
+        Some(Msg::Hello { version }) if version == crate::PROTOCOL_VERSION => Ok(()),
+        Some(Msg::Hello { version }) => Err(WireError::Version {
+            ours: crate::PROTOCOL_VERSION,
+            theirs: version,
+        }),
+        _ => Err(WireError::NoHello),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn round_trip(msg: Msg) {
+        let frame = encode(&msg).unwrap();
+        let mut r = Cursor::new(frame);
+        assert_eq!(read_msg(&mut r).unwrap(), Some(msg));
+        assert_eq!(read_msg(&mut r).unwrap(), None, "clean EOF after the frame");
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Msg::Hello { version: 7 });
+        round_trip(Msg::Stdin(b"abc".to_vec()));
+        round_trip(Msg::StdinEof);
+        round_trip(Msg::Signal(15));
+        round_trip(Msg::Resize { rows: 24, cols: 80 });
+        round_trip(Msg::Stdout(vec![0; MAX_DATA_CHUNK]));
+        round_trip(Msg::Stderr(vec![]));
+        round_trip(Msg::Exit(ExitStatus::Signaled(9)));
+        round_trip(Msg::Failed {
+            code: 127,
+            message: "not found".into(),
+        });
+        round_trip(Msg::Start(Box::new(StartRequest {
+            process: ProcessSpec {
+                args: vec!["true".into()],
+                env: (0..1000)
+                    .map(|i| format!("V{i}={}", "x".repeat(1024)))
+                    .collect(),
+                cwd: "/".into(),
+                ..Default::default()
+            },
+            hostname: None,
+            readonly_root: false,
+            tmpfs: vec![],
+        })));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let mut r = Cursor::new(((MAX_FRAME + 1) as u32).to_le_bytes().to_vec());
+        assert!(matches!(read_msg(&mut r), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_not_eof() {
+        let mut frame = encode(&Msg::Signal(2)).unwrap();
+        frame.pop();
+        assert!(matches!(
+            read_msg(&mut Cursor::new(frame)),
+            Err(WireError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_payload_is_a_decode_error() {
+        let mut frame = 3u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            read_msg(&mut Cursor::new(frame)),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(ExitStatus::Exited(42).code(), 42);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+    }
+
+    /// A peer that answers with another version is refused by name.
+    #[test]
+    fn handshake_refuses_other_versions() {
+        struct Peer {
+            input: Cursor<Vec<u8>>,
+        }
+        impl Read for Peer {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                self.input.read(b)
+            }
+        }
+        impl Write for Peer {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let theirs = encode(&Msg::Hello { version: 99 }).unwrap();
+        let mut p = Peer {
+            input: Cursor::new(theirs),
+        };
+        assert!(matches!(
+            handshake(&mut p),
+            Err(WireError::Version { theirs: 99, .. })
+        ));
+        let mut p = Peer {
+            input: Cursor::new(encode(&Msg::StdinEof).unwrap()),
+        };
+        assert!(matches!(handshake(&mut p), Err(WireError::NoHello)));
+    }
+}

@@ -1,0 +1,511 @@
+//! The bundle rewrite: Docker's container becomes a container around a VM.
+//!
+//! The container's root becomes the read-only QEMU tree, Docker's rootfs is
+//! bind-mounted at `/rootfs`, Docker's bind mounts follow it there, and the
+//! process becomes `runq-proxy`. What belongs to the workload (process,
+//! seccomp, read-only root, hostname) goes into the [`VmSpec`] for the guest.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, ProcessBuilder, Root,
+    RootBuilder, Spec, UserBuilder,
+};
+use runq_protocol::{ProcessSpec, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR};
+use thiserror::Error;
+
+use crate::options::{DockerSizing, Settings};
+
+/// Path of the proxy binary inside the QEMU tree.
+pub const PROXY_PATH: &str = "/usr/bin/runq-proxy";
+
+/// Mounts that stay where Docker put them: the proxy itself needs them
+/// (QEMU opens /dev/kvm, reads /proc and /sys). The guest mounts its own.
+const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+];
+
+/// What the proxy needs, and why:
+/// - CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, MKNOD, SETFCAP,
+///   SETGID, SETUID: virtiofsd performs the guest's file operations on the
+///   shared root with the guest's credentials (it stops without
+///   DAC_READ_SEARCH);
+/// - NET_ADMIN: turning the container's interfaces into macvtaps.
+///
+/// Anything the host's bounding set lacks is left out rather than asked
+/// for (runc fails the start otherwise).
+pub const PROXY_CAPS: &[(u8, Capability)] = &[
+    (0, Capability::Chown),
+    (1, Capability::DacOverride),
+    (2, Capability::DacReadSearch),
+    (3, Capability::Fowner),
+    (4, Capability::Fsetid),
+    (6, Capability::Setgid),
+    (7, Capability::Setuid),
+    (12, Capability::NetAdmin),
+    (27, Capability::Mknod),
+    (31, Capability::Setfcap),
+];
+
+/// A character device of the host that QEMU may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    pub path: PathBuf,
+    pub major: i64,
+    pub minor: i64,
+}
+
+/// Facts about the host the rewrite depends on (gathered by the caller).
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// The runtime's capability bounding set, as a bit mask.
+    pub bounding_caps: u64,
+    /// `/dev/kvm`, `/dev/net/tun`, `/dev/vhost-*` as far as they exist.
+    pub devices: Vec<HostDevice>,
+}
+
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("config.json has no process to run")]
+    NoProcess,
+    #[error("config.json has no root filesystem")]
+    NoRoot,
+    #[error("process.args is empty: nothing to run")]
+    NoArgs,
+    #[error("mount destination {0:?} must be an absolute path without '..'")]
+    BadDestination(PathBuf),
+    #[error("process.cwd {0:?} must be an absolute path")]
+    BadCwd(PathBuf),
+    #[error("building the rewritten spec failed: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+/// What a rewrite produces: the container spec for the lower runtime and
+/// the VM description for the proxy.
+pub struct Rewritten {
+    pub spec: Spec,
+    pub vm: VmSpec,
+}
+
+/// Docker's sizing flags as found in the spec.
+pub fn docker_sizing(spec: &Spec) -> DockerSizing {
+    let res = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let cpu = res.and_then(|r| r.cpu().as_ref());
+    DockerSizing {
+        cpu_quota: cpu.and_then(|c| c.quota()),
+        cpu_period: cpu.and_then(|c| c.period()),
+        memory_limit: res
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit()),
+    }
+}
+
+fn is_clean_absolute(p: &Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir))
+}
+
+/// `/etc/hosts` -> `/rootfs/etc/hosts`.
+fn under_rootfs(dest: &Path) -> PathBuf {
+    Path::new(CONTAINER_ROOTFS).join(dest.strip_prefix("/").unwrap_or(dest))
+}
+
+pub fn rewrite(
+    mut spec: Spec,
+    id: &str,
+    bundle: &Path,
+    tree: &Path,
+    settings: &Settings,
+    host: &HostFacts,
+    debug: bool,
+) -> Result<Rewritten, BundleError> {
+    let process = spec.process().clone().ok_or(BundleError::NoProcess)?;
+    let root = spec.root().clone().ok_or(BundleError::NoRoot)?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(BundleError::NoArgs);
+    }
+    if !process.cwd().is_absolute() {
+        return Err(BundleError::BadCwd(process.cwd().clone()));
+    }
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+
+    let vm = VmSpec {
+        id: id.to_string(),
+        cpus: settings.cpus,
+        mem_mib: settings.mem_mib,
+        accel: settings.accel,
+        share: settings.share,
+        cpu_model: settings.cpu_model.clone(),
+        hostname: spec.hostname().clone(),
+        process: ProcessSpec {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().to_string_lossy().into_owned(),
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
+            terminal: process.terminal().unwrap_or(false),
+        },
+        readonly_root: root.readonly().unwrap_or(false),
+        tmpfs: settings.tmpfs.clone(),
+        seccomp: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .and_then(|s| serde_json::to_value(s).ok()),
+        debug,
+    };
+
+    spec.set_mounts(Some(rewrite_mounts(
+        spec.mounts().clone().unwrap_or_default(),
+        &rootfs,
+        bundle,
+    )?));
+    spec.set_root(Some(tree_root(tree)?));
+    spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
+
+    if let Some(linux) = spec.linux_mut() {
+        // QEMU needs syscalls the workload's profile forbids; the profile
+        // is enforced inside the guest instead.
+        linux.set_seccomp(None);
+        let mut devices = linux.devices().clone().unwrap_or_default();
+        devices.extend(
+            host.devices
+                .iter()
+                .map(device_node)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        linux.set_devices(Some(devices));
+        if let Some(res) = linux.resources_mut() {
+            let mut rules = res.devices().clone().unwrap_or_default();
+            rules.extend(
+                host.devices
+                    .iter()
+                    .map(device_rule)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            res.set_devices(Some(rules));
+        }
+    }
+    Ok(Rewritten { spec, vm })
+}
+
+fn tree_root(tree: &Path) -> Result<Root, BundleError> {
+    Ok(RootBuilder::default()
+        .path(tree.to_path_buf())
+        .readonly(true)
+        .build()?)
+}
+
+fn rewrite_mounts(
+    mounts: Vec<Mount>,
+    rootfs: &Path,
+    bundle: &Path,
+) -> Result<Vec<Mount>, BundleError> {
+    let mut out = vec![
+        // First, so that Docker's mounts below land inside it.
+        MountBuilder::default()
+            .destination(CONTAINER_ROOTFS)
+            .typ("bind")
+            .source(rootfs.to_path_buf())
+            .options(vec!["rbind".into(), "rw".into()])
+            .build()?,
+        MountBuilder::default()
+            .destination(CONTAINER_RUN_DIR)
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec![
+                "nosuid".into(),
+                "nodev".into(),
+                "mode=700".into(),
+                "size=16m".into(),
+            ])
+            .build()?,
+        MountBuilder::default()
+            .destination(CONTAINER_RUNQ_DIR)
+            .typ("bind")
+            .source(bundle.join("runq"))
+            .options(vec!["bind".into(), "ro".into()])
+            .build()?,
+    ];
+    for mut m in mounts {
+        let dest = m.destination().clone();
+        if !is_clean_absolute(&dest) {
+            return Err(BundleError::BadDestination(dest));
+        }
+        if !CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
+            m.set_destination(under_rootfs(&dest));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+fn proxy_process(
+    original: &oci_spec::runtime::Process,
+    bounding: u64,
+) -> Result<oci_spec::runtime::Process, BundleError> {
+    let caps: HashSet<Capability> = PROXY_CAPS
+        .iter()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()?;
+    let mut b = ProcessBuilder::default()
+        .terminal(original.terminal().unwrap_or(false))
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .args(vec![PROXY_PATH.to_string()])
+        .env(vec!["PATH=/usr/bin:/bin".to_string()])
+        .cwd("/")
+        .capabilities(capabilities)
+        .no_new_privileges(true);
+    if let Some(size) = original.console_size() {
+        b = b.console_size(size);
+    }
+    if let Some(r) = original.rlimits() {
+        b = b.rlimits(r.clone());
+    }
+    if let Some(a) = original.apparmor_profile() {
+        b = b.apparmor_profile(a.clone());
+    }
+    if let Some(o) = original.oom_score_adj() {
+        b = b.oom_score_adj(o);
+    }
+    Ok(b.build()?)
+}
+
+fn device_node(d: &HostDevice) -> Result<LinuxDevice, BundleError> {
+    Ok(LinuxDeviceBuilder::default()
+        .path(d.path.clone())
+        .typ(LinuxDeviceType::C)
+        .major(d.major)
+        .minor(d.minor)
+        .file_mode(0o600u32)
+        .uid(0u32)
+        .gid(0u32)
+        .build()?)
+}
+
+fn device_rule(d: &HostDevice) -> Result<LinuxDeviceCgroup, BundleError> {
+    Ok(LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(LinuxDeviceType::C)
+        .major(d.major)
+        .minor(d.minor)
+        .access("rwm")
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RuntimeOpts;
+    use crate::options::resolve;
+
+    /// A trimmed config.json as dockerd 20.10 writes it.
+    const DOCKER_CONFIG: &str = r#"{
+      "ociVersion": "1.0.2-dev",
+      "process": {
+        "terminal": false,
+        "user": {"uid": 1000, "gid": 1000, "additionalGids": [10]},
+        "args": ["sh", "-c", "echo hi"],
+        "env": ["PATH=/usr/bin:/bin", "HOSTNAME=abc"],
+        "cwd": "/work",
+        "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_CHOWN"]},
+        "noNewPrivileges": true,
+        "oomScoreAdj": 0
+      },
+      "root": {"path": "rootfs", "readonly": true},
+      "hostname": "abc",
+      "mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+        {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/docker/c/hosts", "options": ["rbind", "rprivate"]},
+        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]}
+      ],
+      "hooks": {"prestart": [{"path": "/proc/1/exe", "args": ["libnetwork-setkey", "abc"]}]},
+      "linux": {
+        "resources": {"devices": [{"allow": false, "access": "rwm"}],
+                      "memory": {"limit": 536870912}},
+        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
+        "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+                    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
+        "maskedPaths": ["/proc/kcore"]
+      }
+    }"#;
+
+    fn host() -> HostFacts {
+        HostFacts {
+            // everything but CAP_NET_ADMIN (bit 12)
+            bounding_caps: !(1u64 << 12),
+            devices: vec![HostDevice {
+                path: "/dev/kvm".into(),
+                major: 10,
+                minor: 232,
+            }],
+        }
+    }
+
+    fn run_rewrite(json: &str) -> Result<Rewritten, BundleError> {
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let settings = resolve(&RuntimeOpts::default(), &[], docker_sizing(&spec)).unwrap();
+        rewrite(
+            spec,
+            "abc",
+            Path::new("/b"),
+            Path::new("/var/lib/runq/qemu"),
+            &settings,
+            &host(),
+            false,
+        )
+    }
+
+    #[test]
+    fn container_runs_the_proxy_in_the_qemu_tree() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let root = r.spec.root().as_ref().unwrap();
+        assert_eq!(root.path(), Path::new("/var/lib/runq/qemu"));
+        assert_eq!(root.readonly(), Some(true));
+        let p = r.spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &vec![PROXY_PATH.to_string()]);
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
+        assert_eq!(p.cwd(), Path::new("/"));
+        // the hook that sets up Docker's network stays
+        assert!(r.spec.hooks().as_ref().unwrap().prestart().is_some());
+    }
+
+    #[test]
+    fn workload_moves_into_the_vm_description() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let vm = r.vm;
+        assert_eq!(vm.process.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(vm.process.cwd, "/work");
+        assert_eq!((vm.process.uid, vm.process.gid), (1000, 1000));
+        assert_eq!(vm.process.additional_gids, [10]);
+        assert_eq!(vm.hostname.as_deref(), Some("abc"));
+        assert!(vm.readonly_root);
+        assert_eq!(vm.mem_mib, 512, "docker --memory sizes the guest");
+        assert_eq!(vm.seccomp.unwrap()["defaultAction"], "SCMP_ACT_ERRNO");
+    }
+
+    #[test]
+    fn seccomp_leaves_the_container_and_devices_are_added() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let linux = r.spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        let dev = &linux.devices().as_ref().unwrap()[0];
+        assert_eq!(
+            (dev.path().as_path(), dev.major(), dev.minor()),
+            (Path::new("/dev/kvm"), 10, 232)
+        );
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap();
+        assert!(!rules[0].allow(), "Docker's deny-all stays first");
+        assert!(rules[1].allow() && rules[1].major() == Some(10) && rules[1].minor() == Some(232));
+        assert_eq!(linux.masked_paths().as_ref().unwrap(), &["/proc/kcore"]);
+    }
+
+    #[test]
+    fn mounts_follow_the_rootfs_and_system_mounts_stay() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let dests: Vec<_> = r
+            .spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/rootfs",
+                "/run",
+                "/runq",
+                "/proc",
+                "/dev",
+                "/rootfs/etc/hosts",
+                "/rootfs/data"
+            ]
+        );
+        let m = &r.spec.mounts().as_ref().unwrap()[0];
+        assert_eq!(m.source().as_deref(), Some(Path::new("/b/rootfs")));
+        let data = &r.spec.mounts().as_ref().unwrap()[6];
+        assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn proxy_caps_are_limited_to_the_host_bounding_set() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let caps = r
+            .spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        let eff = caps.effective().as_ref().unwrap();
+        assert!(eff.contains(&Capability::DacReadSearch));
+        assert!(!eff.contains(&Capability::NetAdmin), "host lacks it");
+        assert!(
+            !eff.contains(&Capability::Kill),
+            "the workload's caps go to the guest"
+        );
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hostile_mount_destination_is_refused() {
+        let bad = DOCKER_CONFIG.replace("\"/data\"", "\"/../../etc\"");
+        assert!(matches!(
+            run_rewrite(&bad),
+            Err(BundleError::BadDestination(_))
+        ));
+        let rel = DOCKER_CONFIG.replace("\"/data\"", "\"data\"");
+        assert!(matches!(
+            run_rewrite(&rel),
+            Err(BundleError::BadDestination(_))
+        ));
+    }
+
+    #[test]
+    fn missing_process_or_args_is_refused() {
+        let v: serde_json::Value = serde_json::from_str(DOCKER_CONFIG).unwrap();
+        let mut no_args = v.clone();
+        no_args["process"]["args"] = serde_json::json!([]);
+        assert!(matches!(
+            run_rewrite(&no_args.to_string()),
+            Err(BundleError::NoArgs)
+        ));
+        let mut no_proc = v;
+        no_proc.as_object_mut().unwrap().remove("process");
+        assert!(matches!(
+            run_rewrite(&no_proc.to_string()),
+            Err(BundleError::NoProcess)
+        ));
+    }
+}

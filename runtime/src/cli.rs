@@ -1,0 +1,191 @@
+//! Command line: runc's global flags, runq's runtime options (from
+//! daemon.json `runtimeArgs`, which Docker places before runc's flags), and
+//! the verb with its arguments kept verbatim for the lower runtime.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runq",
+    version,
+    about = "OCI runtime running each container in its own QEMU/KVM microVM"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: liboci_cli::GlobalOpts,
+    /// path to the criu binary (passed to the lower runtime)
+    #[arg(long)]
+    pub criu: Option<String>,
+    /// rootless mode of the lower runtime: true|false|auto
+    #[arg(long)]
+    pub rootless: Option<String>,
+    #[command(flatten)]
+    pub opts: RuntimeOpts,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// runq's runtime options: global defaults, overridden per container by
+/// Docker's own flags and then by `RUNQ_*` variables.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct RuntimeOpts {
+    /// vCPUs per VM
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// guest RAM in MiB (minimum 64)
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// accelerator: auto|kvm|tcg
+    #[arg(long)]
+    pub accel: Option<String>,
+    /// root filesystem transport: virtiofs|9p
+    #[arg(long)]
+    pub share: Option<String>,
+    /// QEMU -cpu value
+    #[arg(long)]
+    pub cpuargs: Option<String>,
+    /// tmpfs mount points in every guest, comma separated
+    #[arg(long)]
+    pub tmpfs: Option<String>,
+    /// lower OCI runtime that runs the container around the VM
+    #[arg(long = "runtime", default_value = "runc")]
+    pub lower_runtime: String,
+    /// directory holding the QEMU tree (kernel, initrd, QEMU, proxy)
+    #[arg(long, default_value = "/var/lib/runq/qemu")]
+    pub qemu_tree: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Any runc verb: create, run and exec are handled by runq, the rest
+    /// pass through to the lower runtime unchanged.
+    #[command(external_subcommand)]
+    Other(Vec<OsString>),
+}
+
+impl Cli {
+    /// runc's global flags, as they must precede the verb for the lower
+    /// runtime.
+    pub fn lower_global_args(&self) -> Vec<OsString> {
+        let g = &self.global;
+        let mut v: Vec<OsString> = Vec::new();
+        let mut push = |flag: &str, val: Option<OsString>| {
+            v.push(flag.into());
+            if let Some(val) = val {
+                v.push(val);
+            }
+        };
+        if let Some(root) = &g.root {
+            push("--root", Some(root.into()));
+        }
+        if let Some(log) = &g.log {
+            push("--log", Some(log.into()));
+        }
+        if let Some(f) = &g.log_format {
+            push("--log-format", Some(f.into()));
+        }
+        if g.debug {
+            push("--debug", None);
+        }
+        if g.systemd_cgroup {
+            push("--systemd-cgroup", None);
+        }
+        if let Some(c) = &self.criu {
+            push("--criu", Some(c.into()));
+        }
+        if let Some(r) = &self.rootless {
+            push("--rootless", Some(r.into()));
+        }
+        v
+    }
+}
+
+/// `create` as the shim calls it, parsed with liboci-cli's definition.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub create: liboci_cli::Create,
+}
+
+/// `run`, which is create + start.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub run: liboci_cli::Run,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn docker_shim_invocation_with_runtime_args() {
+        // What dockerd's wrapper + containerd-shim-runc-v2 produce.
+        let cli = parse(&[
+            "runq",
+            "--cpu",
+            "2",
+            "--mem",
+            "512",
+            "--root",
+            "/run/containerd/runc/moby",
+            "--log",
+            "/x/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "abc",
+        ]);
+        assert_eq!(cli.opts.cpu.as_deref(), Some("2"));
+        assert_eq!(cli.opts.mem.as_deref(), Some("512"));
+        assert_eq!(
+            cli.lower_global_args(),
+            [
+                "--root",
+                "/run/containerd/runc/moby",
+                "--log",
+                "/x/log.json",
+                "--log-format",
+                "json"
+            ]
+            .map(OsString::from)
+            .to_vec()
+        );
+        let Verb::Other(verb) = cli.verb;
+        assert_eq!(verb[0], "create");
+        let c = CreateArgs::try_parse_from(&verb[1..]).unwrap().create;
+        assert_eq!(c.bundle, PathBuf::from("/b"));
+        assert_eq!(c.container_id, "abc");
+    }
+
+    #[test]
+    fn other_verbs_keep_their_arguments_verbatim() {
+        let cli = parse(&["runq", "--root", "/r", "kill", "--all", "abc", "KILL"]);
+        let Verb::Other(verb) = cli.verb;
+        assert_eq!(
+            verb,
+            ["kill", "--all", "abc", "KILL"]
+                .map(OsString::from)
+                .to_vec()
+        );
+        assert_eq!(cli.opts.lower_runtime, "runc");
+    }
+
+    #[test]
+    fn unknown_runtime_option_is_refused() {
+        assert!(Cli::try_parse_from(["runq", "--bogus", "1", "state", "x"]).is_err());
+    }
+}

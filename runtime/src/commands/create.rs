@@ -1,0 +1,132 @@
+//! `runq create` / `runq run`: rewrite the bundle, then let the lower
+//! runtime create the container around the proxy.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use oci_spec::runtime::Spec;
+
+use super::{lower::exec_lower, verb_args};
+use crate::bundle::{self, HostDevice, HostFacts, PROXY_PATH};
+use crate::cli::{Cli, CreateArgs, RunArgs};
+use crate::options;
+
+pub fn create(cli: &Cli, verb: &[OsString]) -> Result<i32> {
+    let c = CreateArgs::try_parse_from(verb_args(verb))?.create;
+    prepare_bundle(cli, &c.bundle, &c.container_id)?;
+    exec_lower(cli, verb)
+}
+
+pub fn run(cli: &Cli, verb: &[OsString]) -> Result<i32> {
+    let r = RunArgs::try_parse_from(verb_args(verb))?.run;
+    prepare_bundle(cli, &r.bundle, &r.container_id)?;
+    exec_lower(cli, verb)
+}
+
+/// Files the VM cannot start without, relative to the QEMU tree.
+const TREE_FILES: &[&str] = &["kernel", "initrd", PROXY_PATH];
+
+fn check_tree(tree: &Path) -> Result<()> {
+    for f in TREE_FILES {
+        let p = tree.join(f.trim_start_matches('/'));
+        if !p.is_file() {
+            bail!(
+                "{} is missing: the QEMU tree is incomplete (run `make install`)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite `<bundle>/config.json` in place; Docker's original and the VM
+/// description go to `<bundle>/runq/`, which vanishes with the bundle.
+fn prepare_bundle(cli: &Cli, bundle: &Path, id: &str) -> Result<()> {
+    let bundle =
+        fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
+    let config = bundle.join("config.json");
+    let runq_dir = bundle.join("runq");
+    if runq_dir.exists() {
+        bail!("bundle {} was already prepared by runq", bundle.display());
+    }
+    let spec = Spec::load(&config).with_context(|| format!("{}", config.display()))?;
+    check_tree(&cli.opts.qemu_tree)?;
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let settings = options::resolve(&cli.opts, &env, bundle::docker_sizing(&spec))?;
+    let rewritten = bundle::rewrite(
+        spec,
+        id,
+        &bundle,
+        &cli.opts.qemu_tree,
+        &settings,
+        &host_facts()?,
+        cli.global.debug,
+    )?;
+
+    fs::create_dir(&runq_dir).with_context(|| format!("creating {}", runq_dir.display()))?;
+    let written = (|| -> Result<()> {
+        fs::copy(&config, runq_dir.join("config.orig.json"))?;
+        fs::write(
+            runq_dir.join(runq_protocol::VM_SPEC_FILE),
+            rewritten.vm.to_json()?,
+        )?;
+        let tmp = bundle.join("config.json.runq-tmp");
+        rewritten.spec.save(&tmp)?;
+        fs::rename(&tmp, &config)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&runq_dir);
+        let _ = fs::remove_file(bundle.join("config.json.runq-tmp"));
+        return Err(e.context(format!(
+            "writing the rewritten bundle in {}",
+            bundle.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Character devices QEMU can use, where the host has them.
+const QEMU_DEVICES: &[&str] = &[
+    "/dev/kvm",
+    "/dev/net/tun",
+    "/dev/vhost-net",
+    "/dev/vhost-vsock",
+];
+
+fn host_facts() -> Result<HostFacts> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let bounding_caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .context("no CapBnd line in /proc/self/status")?;
+    let mut devices = Vec::new();
+    for path in QEMU_DEVICES {
+        let Ok(meta) = fs::metadata(path) else {
+            continue;
+        };
+        if !meta.file_type().is_char_device() {
+            continue;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let rdev = meta.rdev();
+        devices.push(HostDevice {
+            path: PathBuf::from(path),
+            major: nix::sys::stat::major(rdev) as i64,
+            minor: nix::sys::stat::minor(rdev) as i64,
+        });
+    }
+    Ok(HostFacts {
+        bounding_caps,
+        devices,
+    })
+}

@@ -1,0 +1,27 @@
+//! One file per verb that runq handles itself; everything else is handed
+//! to the lower runtime unchanged.
+
+mod create;
+mod exec;
+mod lower;
+
+use std::ffi::OsString;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Verb};
+
+pub fn dispatch(cli: &Cli) -> Result<i32> {
+    let Verb::Other(verb) = &cli.verb;
+    match verb.first().and_then(|v| v.to_str()) {
+        Some("create") => create::create(cli, verb),
+        Some("run") => create::run(cli, verb),
+        Some("exec") => exec::exec(cli, verb),
+        _ => lower::exec_lower(cli, verb),
+    }
+}
+
+/// The verb's own arguments, without the verb.
+fn verb_args(verb: &[OsString]) -> &[OsString] {
+    verb.get(1..).unwrap_or_default()
+}

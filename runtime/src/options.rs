@@ -1,0 +1,321 @@
+//! Configuration precedence (design decision 10): per-container `RUNQ_*`
+//! environment > Docker's own flags (`--cpus`, `--memory`) > runtime options
+//! from daemon.json > built-in defaults. An empty `RUNQ_*` value clears the
+//! runtime option, so the next level down applies.
+
+use runq_protocol::{Accel, Share};
+use thiserror::Error;
+
+use crate::cli::RuntimeOpts;
+
+pub const DEFAULT_CPUS: u32 = 1;
+pub const DEFAULT_MEM_MIB: u32 = 256;
+pub const MIN_MEM_MIB: u32 = 64;
+/// QEMU's microvm and q35 both take 255 vCPUs at most without x2apic
+/// tricks; more is never what a container wants.
+pub const MAX_CPUS: u32 = 255;
+/// 1 TiB: anything beyond is a typo, not a container.
+pub const MAX_MEM_MIB: u32 = 1 << 20;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("{setting}={value:?}: not a number of vCPUs between 1 and {MAX_CPUS}")]
+    Cpus { setting: String, value: String },
+    #[error("{setting}={value:?}: not a number of MiB between {MIN_MEM_MIB} and {MAX_MEM_MIB}")]
+    Mem { setting: String, value: String },
+    #[error("{setting}={value:?}: accelerator must be auto, kvm or tcg")]
+    Accel { setting: String, value: String },
+    #[error("{setting}={value:?}: share must be virtiofs or 9p")]
+    Share { setting: String, value: String },
+    #[error("{setting}={value:?}: tmpfs mount points must be absolute paths without '..'")]
+    Tmpfs { setting: String, value: String },
+}
+
+/// The per-container settings after precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub cpus: u32,
+    pub mem_mib: u32,
+    pub accel: Accel,
+    pub share: Share,
+    pub cpu_model: Option<String>,
+    pub tmpfs: Vec<String>,
+}
+
+/// Docker's own sizing flags, as they arrive in the OCI spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DockerSizing {
+    /// `--cpus`: CFS quota and period.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    /// `--memory`, bytes.
+    pub memory_limit: Option<i64>,
+}
+
+impl DockerSizing {
+    /// vCPUs for `--cpus` (rounded up: 1.5 CPUs of time need 2 vCPUs).
+    fn cpus(&self) -> Option<u32> {
+        let quota = u64::try_from(self.cpu_quota?).ok().filter(|q| *q > 0)?;
+        let period = self.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+        Some(u32::try_from(quota.div_ceil(period)).unwrap_or(u32::MAX))
+    }
+
+    fn mem_mib(&self) -> Option<u32> {
+        let bytes = u64::try_from(self.memory_limit?).ok().filter(|b| *b > 0)?;
+        Some(u32::try_from(bytes >> 20).unwrap_or(u32::MAX))
+    }
+}
+
+/// Look up `key` in an OCI `KEY=value` environment; the last one wins, as
+/// in a shell.
+pub fn env_lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// One setting's value and the name to blame if it is wrong.
+struct Chosen {
+    setting: String,
+    value: String,
+}
+
+/// Pick the highest-precedence non-empty value among RUNQ_* env and the
+/// runtime option; `None` when neither applies (or the env cleared it).
+fn choose(env: &[String], var: &str, opt_name: &str, opt: &Option<String>) -> Option<Chosen> {
+    match env_lookup(env, var) {
+        Some("") => None,
+        Some(v) => Some(Chosen {
+            setting: var.to_string(),
+            value: v.to_string(),
+        }),
+        None => opt.as_ref().filter(|v| !v.is_empty()).map(|v| Chosen {
+            setting: format!("--{opt_name}"),
+            value: v.clone(),
+        }),
+    }
+}
+
+/// Three levels: RUNQ_* env > Docker's flag > runtime option. An empty env
+/// value clears the runtime option but not Docker's own flag.
+fn layered(
+    env: &[String],
+    var: &str,
+    docker: Option<Chosen>,
+    opt_name: &str,
+    opt: &Option<String>,
+) -> Option<Chosen> {
+    match env_lookup(env, var) {
+        Some("") => docker,
+        Some(_) => choose(env, var, opt_name, opt),
+        None => docker.or_else(|| choose(env, var, opt_name, opt)),
+    }
+}
+
+fn parse_in_range(v: &str, lo: u32, hi: u32) -> Option<u32> {
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+}
+
+pub fn resolve(
+    opts: &RuntimeOpts,
+    env: &[String],
+    docker: DockerSizing,
+) -> Result<Settings, OptionError> {
+    let docker_cpus = docker.cpus().map(|n| Chosen {
+        setting: "--cpus".into(),
+        value: n.to_string(),
+    });
+    let cpus = match layered(env, "RUNQ_CPU", docker_cpus, "cpu", &opts.cpu) {
+        Some(c) => parse_in_range(&c.value, 1, MAX_CPUS).ok_or(OptionError::Cpus {
+            setting: c.setting,
+            value: c.value,
+        })?,
+        None => DEFAULT_CPUS,
+    };
+
+    let docker_mem = docker.mem_mib().map(|n| Chosen {
+        setting: "--memory".into(),
+        value: n.to_string(),
+    });
+    let mem_mib = match layered(env, "RUNQ_MEM", docker_mem, "mem", &opts.mem) {
+        Some(m) => parse_in_range(&m.value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or(OptionError::Mem {
+            setting: m.setting,
+            value: m.value,
+        })?,
+        None => DEFAULT_MEM_MIB,
+    };
+
+    let accel = match choose(env, "RUNQ_ACCEL", "accel", &opts.accel) {
+        None => Accel::Auto,
+        Some(c) => match c.value.as_str() {
+            "auto" => Accel::Auto,
+            "kvm" => Accel::Kvm,
+            "tcg" => Accel::Tcg,
+            _ => {
+                return Err(OptionError::Accel {
+                    setting: c.setting,
+                    value: c.value,
+                })
+            }
+        },
+    };
+
+    let share = match choose(env, "RUNQ_SHARE", "share", &opts.share) {
+        None => Share::Virtiofs,
+        Some(c) => match c.value.as_str() {
+            "virtiofs" => Share::Virtiofs,
+            "9p" => Share::NineP,
+            _ => {
+                return Err(OptionError::Share {
+                    setting: c.setting,
+                    value: c.value,
+                })
+            }
+        },
+    };
+
+    let cpu_model = choose(env, "RUNQ_CPUARGS", "cpuargs", &opts.cpuargs).map(|c| c.value);
+
+    let tmpfs = match choose(env, "RUNQ_TMPFS", "tmpfs", &opts.tmpfs) {
+        None => Vec::new(),
+        Some(c) => {
+            let paths: Vec<String> = c.value.split(',').map(str::to_string).collect();
+            let ok = paths
+                .iter()
+                .all(|p| p.starts_with('/') && !p.split('/').any(|s| s == ".."));
+            if !ok {
+                return Err(OptionError::Tmpfs {
+                    setting: c.setting,
+                    value: c.value,
+                });
+            }
+            paths
+        }
+    };
+
+    Ok(Settings {
+        cpus,
+        mem_mib,
+        accel,
+        share,
+        cpu_model,
+        tmpfs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(cpu: Option<&str>, mem: Option<&str>) -> RuntimeOpts {
+        RuntimeOpts {
+            cpu: cpu.map(Into::into),
+            mem: mem.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn env(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    const NO_DOCKER: DockerSizing = DockerSizing {
+        cpu_quota: None,
+        cpu_period: None,
+        memory_limit: None,
+    };
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = resolve(&RuntimeOpts::default(), &[], NO_DOCKER).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (DEFAULT_CPUS, DEFAULT_MEM_MIB));
+        assert_eq!((s.accel, s.share), (Accel::Auto, Share::Virtiofs));
+    }
+
+    #[test]
+    fn precedence_env_over_docker_over_options() {
+        let docker = DockerSizing {
+            cpu_quota: Some(150_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(512 << 20),
+        };
+        let o = opts(Some("4"), Some("1024"));
+        // runtime options alone
+        let s = resolve(&o, &[], NO_DOCKER).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (4, 1024));
+        // Docker's flags beat them (--cpus 1.5 needs 2 vCPUs)
+        let s = resolve(&o, &[], docker).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (2, 512));
+        // RUNQ_* beats both
+        let s = resolve(&o, &env(&["RUNQ_CPU=3", "RUNQ_MEM=300"]), docker).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (3, 300));
+    }
+
+    #[test]
+    fn empty_env_value_clears_the_runtime_option() {
+        let o = opts(Some("4"), Some("1024"));
+        let s = resolve(&o, &env(&["RUNQ_CPU=", "RUNQ_MEM="]), NO_DOCKER).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (DEFAULT_CPUS, DEFAULT_MEM_MIB));
+    }
+
+    #[test]
+    fn last_env_entry_wins() {
+        let s = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_MEM=100", "RUNQ_MEM=200"]),
+            NO_DOCKER,
+        )
+        .unwrap();
+        assert_eq!(s.mem_mib, 200);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = resolve(&RuntimeOpts::default(), &env(&["RUNQ_MEM=12x"]), NO_DOCKER).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RUNQ_MEM=\"12x\": not a number of MiB between 64 and 1048576"
+        );
+        let e = resolve(&opts(Some("0"), None), &[], NO_DOCKER).unwrap_err();
+        assert!(e.to_string().starts_with("--cpu=\"0\""), "{e}");
+        let e = resolve(&opts(None, Some("32")), &[], NO_DOCKER).unwrap_err();
+        assert!(matches!(e, OptionError::Mem { .. }));
+        let docker = DockerSizing {
+            memory_limit: Some(6 << 20),
+            ..NO_DOCKER
+        };
+        let e = resolve(&RuntimeOpts::default(), &[], docker).unwrap_err();
+        assert!(e.to_string().starts_with("--memory=\"6\""), "{e}");
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_ACCEL=xen"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::Accel { .. }));
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_SHARE=nfs"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::Share { .. }));
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_TMPFS=/a,../b"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::Tmpfs { .. }));
+    }
+
+    #[test]
+    fn env_lookup_needs_the_exact_key() {
+        let e = env(&["RUNQ_MEMX=1", "RUNQ_MEM=2"]);
+        assert_eq!(env_lookup(&e, "RUNQ_MEM"), Some("2"));
+        assert_eq!(env_lookup(&e, "RUNQ_ME"), None);
+    }
+}
