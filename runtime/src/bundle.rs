@@ -35,9 +35,10 @@ const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
 
 /// What the proxy needs, and why:
 /// - CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, MKNOD, SETFCAP,
-///   SETGID, SETUID: virtiofsd performs the guest's file operations on the
+///   SETGID, SETUID, SETPCAP: virtiofsd performs the guest's file operations on the
 ///   shared root with the guest's credentials (it stops without
-///   DAC_READ_SEARCH);
+///   DAC_READ_SEARCH, and without SETPCAP its capability sync takes a
+///   path its own seccomp filter kills);
 /// - NET_ADMIN: turning the container's interfaces into macvtaps.
 ///
 /// Anything the host's bounding set lacks is left out rather than asked
@@ -50,6 +51,7 @@ pub const PROXY_CAPS: &[(u8, Capability)] = &[
     (4, Capability::Fsetid),
     (6, Capability::Setgid),
     (7, Capability::Setuid),
+    (8, Capability::Setpcap),
     (12, Capability::NetAdmin),
     (27, Capability::Mknod),
     (31, Capability::Setfcap),

@@ -40,11 +40,21 @@ impl Logger {
 
     pub fn error(&self, msg: &str) {
         eprintln!("{msg}");
+        self.write("error", msg);
+    }
+
+    /// A warning for the runtime log only (on success nobody reads our
+    /// stderr, and the workload's output is not ours to write into).
+    pub fn warn(&self, msg: &str) {
+        self.write("warning", msg);
+    }
+
+    fn write(&self, level: &str, msg: &str) {
         let Some(path) = &self.file else { return };
         let line = if self.json {
-            serde_json::json!({ "level": "error", "msg": msg }).to_string()
+            serde_json::json!({ "level": level, "msg": msg }).to_string()
         } else {
-            format!("level=error msg={msg:?}")
+            format!("level={level} msg={msg:?}")
         };
         // Best effort: the message already went to stderr.
         if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {

@@ -1,6 +1,7 @@
 //! `runq`: a runc-compatible front. `create`/`run` turn the container into
 //! a container around a VM (see `bundle`), everything else is runc's.
 
+mod accel;
 mod bundle;
 mod cli;
 mod commands;
@@ -26,7 +27,7 @@ fn main() {
         Err(e) => e.exit(), // --help, --version
     };
     let logger = Logger::new(cli.global.log.clone(), cli.global.log_format.as_deref());
-    match commands::dispatch(&cli) {
+    match commands::dispatch(&cli, &logger) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             logger.error(&format!("runq: {e:#}"));

@@ -11,19 +11,21 @@ use clap::Parser;
 use oci_spec::runtime::Spec;
 
 use super::{lower::exec_lower, verb_args};
+use crate::accel;
 use crate::bundle::{self, HostDevice, HostFacts, PROXY_PATH};
 use crate::cli::{Cli, CreateArgs, RunArgs};
+use crate::log::Logger;
 use crate::options;
 
-pub fn create(cli: &Cli, verb: &[OsString]) -> Result<i32> {
+pub fn create(cli: &Cli, log: &Logger, verb: &[OsString]) -> Result<i32> {
     let c = CreateArgs::try_parse_from(verb_args(verb))?.create;
-    prepare_bundle(cli, &c.bundle, &c.container_id)?;
+    prepare_bundle(cli, log, &c.bundle, &c.container_id)?;
     exec_lower(cli, verb)
 }
 
-pub fn run(cli: &Cli, verb: &[OsString]) -> Result<i32> {
+pub fn run(cli: &Cli, log: &Logger, verb: &[OsString]) -> Result<i32> {
     let r = RunArgs::try_parse_from(verb_args(verb))?.run;
-    prepare_bundle(cli, &r.bundle, &r.container_id)?;
+    prepare_bundle(cli, log, &r.bundle, &r.container_id)?;
     exec_lower(cli, verb)
 }
 
@@ -45,7 +47,7 @@ fn check_tree(tree: &Path) -> Result<()> {
 
 /// Rewrite `<bundle>/config.json` in place; Docker's original and the VM
 /// description go to `<bundle>/runq/`, which vanishes with the bundle.
-fn prepare_bundle(cli: &Cli, bundle: &Path, id: &str) -> Result<()> {
+fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()> {
     let bundle =
         fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let config = bundle.join("config.json");
@@ -60,7 +62,12 @@ fn prepare_bundle(cli: &Cli, bundle: &Path, id: &str) -> Result<()> {
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
-    let settings = options::resolve(&cli.opts, &env, bundle::docker_sizing(&spec))?;
+    let mut settings = options::resolve(&cli.opts, &env, bundle::docker_sizing(&spec))?;
+    let (accel, warning) = accel::choose(settings.accel)?;
+    settings.accel = accel;
+    if let Some(w) = warning {
+        log.warn(&format!("runq: {id}: {w}"));
+    }
     let rewritten = bundle::rewrite(
         spec,
         id,

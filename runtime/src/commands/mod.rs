@@ -10,12 +10,13 @@ use std::ffi::OsString;
 use anyhow::Result;
 
 use crate::cli::{Cli, Verb};
+use crate::log::Logger;
 
-pub fn dispatch(cli: &Cli) -> Result<i32> {
+pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
     let Verb::Other(verb) = &cli.verb;
     match verb.first().and_then(|v| v.to_str()) {
-        Some("create") => create::create(cli, verb),
-        Some("run") => create::run(cli, verb),
+        Some("create") => create::create(cli, log, verb),
+        Some("run") => create::run(cli, log, verb),
         Some("exec") => exec::exec(cli, verb),
         _ => lower::exec_lower(cli, verb),
     }

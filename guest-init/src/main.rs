@@ -1,0 +1,49 @@
+//! `runq-init`: PID 1 of the guest. Boot the basics, dial the proxy over
+//! vsock, mount the container's root, run the workload, report how it
+//! ended, power off. Its own messages go to the console (a log file on the
+//! host side), never into the workload's stdout/stderr.
+
+mod modules;
+mod mounts;
+mod session;
+mod workload;
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use nix::sys::reboot::{reboot, RebootMode};
+use runq_protocol::{wire, Msg, CONTROL_PORT};
+use vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
+
+fn main() {
+    if let Err(e) = boot() {
+        log(&format!("fatal: {e:#}"));
+    }
+    power_off();
+}
+
+pub fn log(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "runq-init: {msg}");
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+    // reboot() only returns on failure; PID 1 must not exit (panic).
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn boot() -> Result<()> {
+    mounts::mount_initramfs_basics()?;
+    modules::load_all("/modules.list")?;
+    let mut conn = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
+        .context("dialing the proxy on vsock (host CID 2)")?;
+    wire::handshake(&mut conn).context("control handshake")?;
+    let start = match wire::read_msg(&mut conn)? {
+        Some(Msg::Start(s)) => s,
+        other => anyhow::bail!("expected Start from the proxy, got {other:?}"),
+    };
+    session::run(conn, *start)
+}

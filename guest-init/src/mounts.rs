@@ -1,0 +1,128 @@
+//! Filesystems: the initramfs basics for init itself, then the container's
+//! root (shared from the host) with the mounts runc would give it.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use runq_protocol::{wire::StartRequest, ROOTFS_TAG};
+
+pub const ROOT: &str = "/rootfs";
+pub const ROOT_C: &std::ffi::CStr = c"/rootfs";
+
+fn mount_fs(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    fs::create_dir_all(target).with_context(|| format!("creating mount point {target}"))?;
+    mount(Some(src), target, Some(fstype), flags, data)
+        .with_context(|| format!("mounting {fstype} on {target}"))
+}
+
+pub fn mount_initramfs_basics() -> Result<()> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, None)?;
+    mount_fs("proc", "/proc", "proc", nosuid | MsFlags::MS_NODEV, None)?;
+    mount_fs("sysfs", "/sys", "sysfs", nosuid | MsFlags::MS_NODEV, None)?;
+    Ok(())
+}
+
+/// Mount the container root at [`ROOT`] and what runc would mount in it.
+pub fn mount_container_root(start: &StartRequest) -> Result<()> {
+    mount_fs(ROOTFS_TAG, ROOT, "virtiofs", MsFlags::empty(), None)?;
+    let r = |p: &str| format!("{ROOT}{p}");
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mount_fs("proc", &r("/proc"), "proc", nosuid, None)?;
+    mount_fs(
+        "sysfs",
+        &r("/sys"),
+        "sysfs",
+        nosuid | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    mount_fs(
+        "tmpfs",
+        &r("/dev"),
+        "tmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )?;
+    populate_dev(&r("/dev"))?;
+    mount_fs(
+        "devpts",
+        &r("/dev/pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount_fs(
+        "shm",
+        &r("/dev/shm"),
+        "tmpfs",
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
+    mount_fs("mqueue", &r("/dev/mqueue"), "mqueue", nosuid, None)?;
+    for t in &start.tmpfs {
+        mount_fs(
+            "tmpfs",
+            &r(t),
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )?;
+    }
+    if start.readonly_root {
+        // Mount points exist now; from here on the root is read-only, as
+        // runc does it.
+        mount(
+            None::<&str>,
+            ROOT,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .context("remounting the root read-only")?;
+    }
+    Ok(())
+}
+
+/// The device nodes and links runc creates in a container's /dev.
+fn populate_dev(dev: &str) -> Result<()> {
+    const NODES: &[(&str, u64, u64)] = &[
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    for (name, major, minor) in NODES {
+        let path = Path::new(dev).join(name);
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
+        )
+        .with_context(|| format!("mknod {}", path.display()))?;
+    }
+    let links = [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ];
+    for (name, target) in links {
+        symlink(target, Path::new(dev).join(name))
+            .with_context(|| format!("linking /dev/{name}"))?;
+    }
+    Ok(())
+}

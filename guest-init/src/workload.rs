@@ -1,0 +1,180 @@
+//! Starting the workload the way runc starts a container process: its own
+//! mount namespace rooted at the container root, cwd, groups, gid, uid,
+//! environment, and a terminal or three pipes.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::mount::{mount, MsFlags};
+use nix::pty::openpty;
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{chdir, chroot, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
+use runq_protocol::ProcessSpec;
+
+use crate::mounts::ROOT_C;
+
+pub struct Workload {
+    pub pid: Pid,
+    /// Where the workload reads its input: a pipe, or the pty master.
+    pub stdin: Option<File>,
+    pub stdout: File,
+    /// `None` with a terminal: stderr shares the pty with stdout.
+    pub stderr: Option<File>,
+    /// The pty master, for window size changes.
+    pub pty: Option<OwnedFd>,
+}
+
+/// A workload that could not start, with the status runc users see.
+#[derive(Debug)]
+pub struct SpawnError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
+    let (code, what) = match e.raw_os_error() {
+        Some(libc::ENOENT) => (127, "executable file not found in $PATH".to_string()),
+        Some(libc::EACCES) | Some(libc::EISDIR) | Some(libc::ENOEXEC) | Some(libc::EPERM) => {
+            (126, format!("permission denied or not executable ({e})"))
+        }
+        _ => (126, e.to_string()),
+    };
+    SpawnError {
+        code,
+        message: format!("runq: exec {program:?}: {what}"),
+    }
+}
+
+pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
+        code: 1,
+        message: format!("runq: {what}: {e}"),
+    };
+    let program = p.args.first().ok_or_else(|| fail("start", &"no command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(&p.args[1..]).env_clear();
+    for kv in &p.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        cmd.env(k, v);
+    }
+
+    let mut pty = None;
+    if p.terminal {
+        let pair = openpty(None, None).map_err(|e| fail("allocating a terminal", &e))?;
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| fail("allocating a terminal", &e))
+        };
+        cmd.stdin(Stdio::from(dup(&pair.slave)?))
+            .stdout(Stdio::from(dup(&pair.slave)?))
+            .stderr(Stdio::from(pair.slave));
+        pty = Some(pair.master);
+    } else {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    }
+
+    // Everything the child needs, prepared before fork: the closure below
+    // runs between fork and exec and must not allocate.
+    let cwd = CString::new(p.cwd.as_str()).map_err(|e| fail("cwd", &e))?;
+    let groups: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let (uid, gid) = (Uid::from_raw(p.uid), Gid::from_raw(p.gid));
+    let terminal = p.terminal;
+    // SAFETY: the closure only makes async-signal-safe system calls on
+    // data prepared above; init is single-threaded while it spawns.
+    unsafe {
+        cmd.pre_exec(move || {
+            setsid()?;
+            if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            enter_root()?;
+            // runc creates a missing cwd; best effort, chdir reports.
+            libc::mkdir(cwd.as_ptr(), 0o755);
+            chdir(cwd.as_c_str())?;
+            setgroups(&groups)?;
+            setgid(gid)?;
+            setuid(uid)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let w = match pty {
+        Some(master) => {
+            let dup = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map(File::from)
+                    .map_err(|e| fail("terminal", &e))
+            };
+            Workload {
+                pid,
+                stdin: Some(dup(&master)?),
+                stdout: dup(&master)?,
+                stderr: None,
+                pty: Some(master),
+            }
+        }
+        None => Workload {
+            pid,
+            stdin: child.stdin.take().map(|s| File::from(OwnedFd::from(s))),
+            stdout: child
+                .stdout
+                .take()
+                .map(|s| File::from(OwnedFd::from(s)))
+                .ok_or_else(|| fail("stdout", &"no pipe"))?,
+            stderr: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+            pty: None,
+        },
+    };
+    Ok(w)
+}
+
+/// A private mount namespace whose root is the container root.
+fn enter_root() -> nix::Result<()> {
+    // C string literals: no allocation between fork and exec.
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&CStr>,
+        c"/",
+        None::<&CStr>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&CStr>,
+    )?;
+    chdir(ROOT_C)?;
+    // The initramfs cannot be pivot_root'ed away; moving the container
+    // root over it inside this namespace is what switch_root does.
+    mount(
+        Some(c"."),
+        c"/",
+        None::<&CStr>,
+        MsFlags::MS_MOVE,
+        None::<&CStr>,
+    )?;
+    chroot(c".")?;
+    chdir(c"/")
+}
+
+/// Apply a terminal size to the pty master.
+pub fn set_winsize(pty: &OwnedFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives on our stack
+    // for the duration of the call; the fd is a valid pty master.
+    unsafe {
+        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}

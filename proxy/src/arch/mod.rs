@@ -1,0 +1,358 @@
+//! Everything that differs between host architectures, behind one
+//! interface: the QEMU binary and machine, device model names, console and
+//! kernel command line. The rest of the proxy never branches on the arch.
+
+mod s390x;
+mod x86_64;
+
+use runq_protocol::VmSpec;
+
+/// The accelerator actually used (after probing for `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetArch {
+    X86_64,
+    // Constructed on s390x builds and in the argument tests.
+    #[cfg_attr(not(target_arch = "s390x"), allow(dead_code))]
+    S390x,
+}
+
+impl TargetArch {
+    /// The architecture this proxy was built for.
+    pub const fn host() -> Self {
+        #[cfg(target_arch = "s390x")]
+        {
+            TargetArch::S390x
+        }
+        #[cfg(not(target_arch = "s390x"))]
+        {
+            TargetArch::X86_64
+        }
+    }
+
+    fn ops(self) -> &'static dyn ArchOps {
+        match self {
+            TargetArch::X86_64 => &x86_64::X86_64,
+            TargetArch::S390x => &s390x::S390x,
+        }
+    }
+}
+
+/// Per-arch pieces of the QEMU command line.
+trait ArchOps {
+    fn qemu_binary(&self) -> &'static str;
+    fn machine(&self, accel: Accel) -> String;
+    fn cpu(&self, accel: Accel) -> &'static str;
+    /// Suffix of virtio device models: `device` (mmio), `pci`, `ccw`.
+    fn virtio_bus(&self) -> &'static str;
+    /// Arguments that connect the guest console to `chardev`.
+    fn console(&self, chardev: &str) -> Vec<String>;
+    /// Kernel command line entries specific to this arch and accelerator.
+    fn cmdline(&self, accel: Accel, host: &HostInfo) -> Vec<String>;
+}
+
+/// Host facts the arguments depend on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Host TSC frequency in kHz, where known (x86).
+    pub tsc_khz: Option<u64>,
+}
+
+/// Files and sockets the VM is assembled from (paths as the proxy sees
+/// them inside its container).
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub kernel: String,
+    pub initrd: String,
+    pub console_log: String,
+    pub vsock_socket: String,
+    pub virtiofs_socket: String,
+}
+
+/// The QEMU binary for `arch`.
+pub fn qemu_binary(arch: TargetArch) -> &'static str {
+    arch.ops().qemu_binary()
+}
+
+/// The full QEMU argument list (without the binary): a pure function of
+/// the VM description, the arch, the accelerator and host facts.
+pub fn qemu_args(
+    vm: &VmSpec,
+    arch: TargetArch,
+    accel: Accel,
+    host: &HostInfo,
+    paths: &VmPaths,
+) -> Vec<String> {
+    let ops = arch.ops();
+    let bus = ops.virtio_bus();
+    let mem = vm.mem_mib;
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-machine", &ops.machine(accel)]);
+    push(&[
+        "-accel",
+        match accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        },
+    ]);
+    let cpu = vm
+        .cpu_model
+        .clone()
+        .unwrap_or_else(|| ops.cpu(accel).to_string());
+    push(&["-cpu", &cpu]);
+    push(&["-smp", &vm.cpus.to_string()]);
+    // vhost-user devices need guest RAM in a shareable memfd; pages are
+    // only allocated when the guest touches them.
+    push(&["-m", &format!("{mem}M")]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+        "-machine",
+        "memory-backend=mem",
+    ]);
+    push(&["-kernel", &paths.kernel, "-initrd", &paths.initrd]);
+
+    let mut cmdline: Vec<String> = vec![
+        "panic=-1".into(),
+        "rdinit=/init".into(),
+        "random.trust_cpu=on".into(),
+    ];
+    cmdline.extend(ops.cmdline(accel, host));
+    cmdline.push(if vm.debug { "loglevel=7" } else { "quiet" }.into());
+    push(&["-append", &cmdline.join(" ")]);
+
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", paths.console_log),
+    ]);
+    a.extend(ops.console("console"));
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-chardev",
+        &format!("socket,id=vsock,path={}", paths.vsock_socket),
+    ]);
+    push(&["-device", &format!("vhost-user-vsock-{bus},chardev=vsock")]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=rootfs,path={}", paths.virtiofs_socket),
+    ]);
+    push(&[
+        "-device",
+        &format!(
+            "vhost-user-fs-{bus},chardev=rootfs,tag={}",
+            runq_protocol::ROOTFS_TAG
+        ),
+    ]);
+    // Guests boot without waiting for entropy (hosts like these run low).
+    push(&["-object", "rng-random,id=rng,filename=/dev/urandom"]);
+    push(&["-device", &format!("virtio-rng-{bus},rng=rng")]);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runq_protocol::{ProcessSpec, Share};
+
+    fn vm() -> VmSpec {
+        VmSpec {
+            id: "c".into(),
+            cpus: 2,
+            mem_mib: 300,
+            accel: runq_protocol::Accel::Auto,
+            share: Share::Virtiofs,
+            cpu_model: None,
+            hostname: None,
+            process: ProcessSpec::default(),
+            readonly_root: false,
+            tmpfs: vec![],
+            seccomp: None,
+            debug: false,
+        }
+    }
+
+    fn paths() -> VmPaths {
+        VmPaths {
+            kernel: "/kernel".into(),
+            initrd: "/initrd".into(),
+            console_log: "/run/console.log".into(),
+            vsock_socket: "/run/vsock.sock".into(),
+            virtiofs_socket: "/run/virtiofs.sock".into(),
+        }
+    }
+
+    /// The value following `flag`, for each occurrence.
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn host() -> HostInfo {
+        HostInfo {
+            tsc_khz: Some(2_999_998),
+        }
+    }
+
+    struct Case {
+        arch: TargetArch,
+        accel: Accel,
+        binary: &'static str,
+        machine: &'static str,
+        cpu: &'static str,
+        devices: [&'static str; 3],
+        console: &'static str,
+        cmdline_has: &'static [&'static str],
+        cmdline_lacks: &'static [&'static str],
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            arch: TargetArch::X86_64,
+            accel: Accel::Tcg,
+            binary: "qemu-system-x86_64",
+            machine: "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            cpu: "max",
+            devices: [
+                "vhost-user-vsock-device,chardev=vsock",
+                "vhost-user-fs-device,chardev=rootfs,tag=rootfs",
+                "virtio-rng-device,rng=rng",
+            ],
+            console: "-serial chardev:console",
+            cmdline_has: &["console=ttyS0", "tsc_early_khz=2999998", "quiet"],
+            cmdline_lacks: &[],
+        },
+        Case {
+            arch: TargetArch::X86_64,
+            accel: Accel::Kvm,
+            binary: "qemu-system-x86_64",
+            machine: "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            cpu: "host",
+            devices: [
+                "vhost-user-vsock-device,chardev=vsock",
+                "vhost-user-fs-device,chardev=rootfs,tag=rootfs",
+                "virtio-rng-device,rng=rng",
+            ],
+            console: "-serial chardev:console",
+            cmdline_has: &["console=ttyS0"],
+            cmdline_lacks: &["tsc_early_khz"],
+        },
+        Case {
+            arch: TargetArch::S390x,
+            accel: Accel::Tcg,
+            binary: "qemu-system-s390x",
+            machine: "s390-ccw-virtio",
+            cpu: "max",
+            devices: [
+                "vhost-user-vsock-ccw,chardev=vsock",
+                "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
+                "virtio-rng-ccw,rng=rng",
+            ],
+            console: "-device sclpconsole,chardev=console",
+            cmdline_has: &["console=ttysclp0"],
+            cmdline_lacks: &["tsc_early_khz", "ttyS0"],
+        },
+        Case {
+            arch: TargetArch::S390x,
+            accel: Accel::Kvm,
+            binary: "qemu-system-s390x",
+            machine: "s390-ccw-virtio",
+            cpu: "host",
+            devices: [
+                "vhost-user-vsock-ccw,chardev=vsock",
+                "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
+                "virtio-rng-ccw,rng=rng",
+            ],
+            console: "-device sclpconsole,chardev=console",
+            cmdline_has: &["console=ttysclp0"],
+            cmdline_lacks: &["tsc_early_khz"],
+        },
+    ];
+
+    #[test]
+    fn arguments_per_arch_and_accelerator() {
+        for c in CASES {
+            let args = qemu_args(&vm(), c.arch, c.accel, &host(), &paths());
+            let ctx = format!("{:?}/{:?}", c.arch, c.accel);
+            assert_eq!(qemu_binary(c.arch), c.binary, "{ctx}");
+            assert_eq!(values(&args, "-machine")[0], c.machine, "{ctx}");
+            assert_eq!(values(&args, "-cpu"), [c.cpu], "{ctx}");
+            assert_eq!(
+                values(&args, "-device")[values(&args, "-device").len() - 3..],
+                c.devices,
+                "{ctx}"
+            );
+            assert!(
+                args.join(" ").contains(c.console),
+                "{ctx}: console {}",
+                c.console
+            );
+            let cmdline = values(&args, "-append")[0];
+            for want in c.cmdline_has {
+                assert!(
+                    cmdline.split(' ').any(|w| w == *want),
+                    "{ctx}: {want} in {cmdline}"
+                );
+            }
+            for bad in c.cmdline_lacks {
+                assert!(!cmdline.contains(bad), "{ctx}: {bad} in {cmdline}");
+            }
+        }
+    }
+
+    #[test]
+    fn sizing_memory_backend_and_boot_files() {
+        let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &paths());
+        assert_eq!(values(&args, "-smp"), ["2"]);
+        assert_eq!(values(&args, "-m"), ["300M"]);
+        assert!(
+            values(&args, "-object").contains(&"memory-backend-memfd,id=mem,size=300M,share=on")
+        );
+        assert_eq!(values(&args, "-machine")[1], "memory-backend=mem");
+        assert_eq!(values(&args, "-kernel"), ["/kernel"]);
+        assert_eq!(values(&args, "-initrd"), ["/initrd"]);
+        assert!(args.contains(&"-nodefaults".to_string()));
+        assert!(
+            args.contains(&"-no-reboot".to_string()),
+            "a guest panic must end QEMU"
+        );
+    }
+
+    #[test]
+    fn cpu_model_and_debug_are_honoured() {
+        let mut v = vm();
+        v.cpu_model = Some("Skylake-Client,-hle".into());
+        v.debug = true;
+        let args = qemu_args(&v, TargetArch::X86_64, Accel::Tcg, &host(), &paths());
+        assert_eq!(values(&args, "-cpu"), ["Skylake-Client,-hle"]);
+        let cmdline = values(&args, "-append")[0];
+        assert!(cmdline.contains("loglevel=7") && !cmdline.contains("quiet"));
+    }
+
+    #[test]
+    fn unknown_tsc_frequency_leaves_it_to_the_kernel() {
+        let args = qemu_args(
+            &vm(),
+            TargetArch::X86_64,
+            Accel::Tcg,
+            &HostInfo::default(),
+            &paths(),
+        );
+        assert!(!values(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+}

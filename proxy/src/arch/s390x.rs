@@ -1,0 +1,35 @@
+//! s390x: `s390-ccw-virtio` with channel-attached virtio devices and the
+//! SCLP console.
+
+use super::{Accel, ArchOps, HostInfo};
+
+pub struct S390x;
+
+impl ArchOps for S390x {
+    fn qemu_binary(&self) -> &'static str {
+        "qemu-system-s390x"
+    }
+
+    fn machine(&self, _accel: Accel) -> String {
+        "s390-ccw-virtio".into()
+    }
+
+    fn cpu(&self, accel: Accel) -> &'static str {
+        match accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        }
+    }
+
+    fn virtio_bus(&self) -> &'static str {
+        "ccw"
+    }
+
+    fn console(&self, chardev: &str) -> Vec<String> {
+        vec!["-device".into(), format!("sclpconsole,chardev={chardev}")]
+    }
+
+    fn cmdline(&self, _accel: Accel, _host: &HostInfo) -> Vec<String> {
+        vec!["console=ttysclp0".into()]
+    }
+}

@@ -1,0 +1,174 @@
+//! The processes the proxy runs next to QEMU: virtiofsd and the vhost-user
+//! vsock backend. Each dies with the proxy (PR_SET_PDEATHSIG), and each
+//! logs into the container's private /run, never into the workload's
+//! output.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+/// Start `cmd` so that it dies with the proxy and logs to `log`.
+/// Must be called from the main thread: PDEATHSIG follows the thread
+/// that forked.
+pub fn spawn(cmd: &mut Command, log: &Path, keep_fd: Option<&OwnedFd>) -> Result<Child> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let keep = keep_fd.map(|fd| fd.as_raw_fd());
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // SAFETY: prctl and dup2 are async-signal-safe and touch no memory of
+    // the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Hand over a listening socket as fd 3, without CLOEXEC (dup2
+            // clears it, but is a no-op when the fd is 3 already).
+            if let Some(fd) = keep {
+                let ok = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(fd, 3) == 3
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+/// virtiofsd serving `dir`, listening on a socket we bind ourselves and
+/// pass as fd 3, so QEMU can connect at once (no start-up race).
+pub fn virtiofsd(dir: &str, socket: &Path, readonly: bool, log: &Path) -> Result<Child> {
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    let fd = OwnedFd::from(listener);
+    let mut cmd = Command::new("virtiofsd");
+    cmd.args([
+        "--fd=3",
+        "--shared-dir",
+        dir,
+        "--cache=auto",
+        // The container is the sandbox: virtiofsd runs in its mount and
+        // pid namespaces, with the proxy's capabilities only.
+        "--sandbox=none",
+        "--announce-submounts",
+        "--log-level=error",
+    ]);
+    if readonly {
+        cmd.arg("--readonly");
+    }
+    spawn(&mut cmd, log, Some(&fd))
+}
+
+/// vhost-device-vsock for guest CID 3. Guest connections to host port P
+/// arrive on `<uds>_P`.
+pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path) -> Result<Child> {
+    let mut cmd = Command::new("vhost-device-vsock");
+    cmd.arg("--guest-cid=3")
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--uds-path={}", uds.display()));
+    let watch = SocketWatch::new(socket)?;
+    let child = spawn(&mut cmd, log, None)?;
+    watch.wait(&child, Duration::from_secs(10))?;
+    Ok(child)
+}
+
+/// Waits for a helper's listening socket to appear: an inotify watch on
+/// its directory, set up before the helper starts.
+struct SocketWatch<'a> {
+    inotify: Inotify,
+    path: &'a Path,
+}
+
+impl<'a> SocketWatch<'a> {
+    fn new(path: &'a Path) -> Result<Self> {
+        let dir = path.parent().context("socket path has no directory")?;
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+        inotify.add_watch(dir, AddWatchFlags::IN_CREATE)?;
+        Ok(SocketWatch { inotify, path })
+    }
+
+    fn wait(&self, child: &Child, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let pidfd = pidfd_open(child.id())?;
+        loop {
+            if is_listening(self.path) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "{} did not appear within {}s",
+                    self.path.display(),
+                    timeout.as_secs()
+                );
+            }
+            use std::os::fd::AsFd;
+            let mut fds = [
+                PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            ];
+            let ms = PollTimeout::try_from(left.as_millis().min(1000) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            poll(&mut fds, ms)?;
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                bail!(
+                    "{} exited before creating {}",
+                    "the vsock backend",
+                    self.path.display()
+                );
+            }
+            let _ = self.inotify.read_events();
+        }
+    }
+}
+
+/// Is there a listening unix socket bound at `path`? bind() creates the
+/// file an instant before listen(): checking the kernel's socket table
+/// closes that window.
+fn is_listening(path: &Path) -> bool {
+    const ACCEPTCON: u32 = 0x10000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7] == want
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & ACCEPTCON != 0)
+    })
+}
+
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+}
+
+/// A pollable handle that becomes readable when the process exits.
+pub fn pidfd_open(pid: u32) -> Result<PidFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("pidfd_open");
+    }
+    // SAFETY: the kernel just returned this fd to us; we own it.
+    Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}

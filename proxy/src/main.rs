@@ -1,0 +1,33 @@
+//! `runq-proxy`: PID 1 of a runq container. It starts QEMU and its
+//! helpers, waits for `runq-init` to dial in over vsock, relays the
+//! workload's stdio and signals, and exits with the workload's status.
+
+mod arch;
+mod helpers;
+mod relay;
+mod vm;
+
+use std::path::Path;
+
+use runq_protocol::{VmSpec, CONTAINER_RUNQ_DIR, VM_SPEC_FILE};
+
+/// Exit status when the VM itself failed (not the workload).
+pub const VM_FAILED: i32 = 255;
+
+fn main() {
+    let code = match load_spec().and_then(vm::run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("runq: {e:#}");
+            VM_FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn load_spec() -> anyhow::Result<VmSpec> {
+    let path = Path::new(CONTAINER_RUNQ_DIR).join(VM_SPEC_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    VmSpec::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -1,0 +1,165 @@
+//! The container side of a running workload: stdin and signals go to the
+//! guest, stdout/stderr and the exit status come back.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::termios;
+use nix::unistd::Pid;
+use runq_protocol::wire::{self, MAX_DATA_CHUNK};
+use runq_protocol::Msg;
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::Signals;
+
+use crate::vm::console_tail;
+use crate::VM_FAILED;
+
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn send(w: &Writer, msg: &Msg) -> bool {
+    match w.lock() {
+        Ok(mut conn) => wire::write_msg(&mut *conn, msg).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Set once the workload's status is in: QEMU ending after that is us.
+static FINISHED: AtomicBool = AtomicBool::new(false);
+
+pub fn run(conn: UnixStream, qemu: Child, console: String, terminal: bool) -> Result<i32> {
+    let writer: Writer = Arc::new(Mutex::new(
+        conn.try_clone().context("cloning the control socket")?,
+    ));
+    let qemu_pid = Pid::from_raw(qemu.id() as i32);
+    if terminal {
+        prepare_terminal(&writer);
+    }
+    forward_stdin(writer.clone());
+    forward_signals(writer.clone(), terminal)?;
+    watch_qemu(qemu, console);
+
+    let mut reader = conn;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    let code = loop {
+        match wire::read_msg(&mut reader) {
+            Ok(Some(Msg::Stdout(d))) => {
+                // A closed stdout (nobody attached) must not stop the VM.
+                let _ = stdout.write_all(&d).and_then(|()| stdout.flush());
+            }
+            Ok(Some(Msg::Stderr(d))) => {
+                let _ = stderr.write_all(&d);
+            }
+            Ok(Some(Msg::Exit(status))) => break status.code(),
+            Ok(Some(Msg::Failed { code, message })) => {
+                let _ = writeln!(stderr, "{message}");
+                break code;
+            }
+            Ok(Some(other)) => eprintln!("runq: ignoring unexpected {other:?} from the guest"),
+            Ok(None) | Err(_) => {
+                // The guest vanished; the QEMU watcher reports why.
+                thread::park();
+            }
+        }
+    };
+    FINISHED.store(true, Ordering::SeqCst);
+    // The guest has synced and reported: nothing left to lose in it.
+    let _ = kill(qemu_pid, Signal::SIGKILL);
+    Ok(code)
+}
+
+/// With `-t` runc hands us a pty: make it raw (the guest's pty does the
+/// line discipline) and send the initial size.
+fn prepare_terminal(w: &Writer) {
+    let stdin = std::io::stdin();
+    if let Ok(mut t) = termios::tcgetattr(&stdin) {
+        termios::cfmakeraw(&mut t);
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &t);
+    }
+    send_window_size(w);
+}
+
+fn send_window_size(w: &Writer) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct on our stack.
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+        send(
+            w,
+            &Msg::Resize {
+                rows: ws.ws_row,
+                cols: ws.ws_col,
+            },
+        );
+    }
+}
+
+fn forward_stdin(w: Writer) {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; MAX_DATA_CHUNK];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if !send(&w, &Msg::Stdin(buf[..n].to_vec())) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        send(&w, &Msg::StdinEof);
+    });
+}
+
+/// Every signal the container receives (`docker kill -s`, `docker stop`)
+/// goes to the workload; SIGWINCH becomes a resize.
+fn forward_signals(w: Writer, terminal: bool) -> Result<()> {
+    let mut list: Vec<i32> = (1..=31)
+        .filter(|s| !signal_hook::consts::FORBIDDEN.contains(s) && *s != SIGCHLD)
+        .collect();
+    list.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    let mut signals = Signals::new(&list).context("installing signal handlers")?;
+    thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig == SIGWINCH && terminal {
+                send_window_size(&w);
+            } else if !send(&w, &Msg::Signal(sig)) {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// QEMU ending before the workload reported is a VM failure (killed,
+/// guest panic): say so and end the container.
+fn watch_qemu(mut qemu: Child, console: String) {
+    thread::spawn(move || {
+        let status = qemu.wait();
+        if FINISHED.load(Ordering::SeqCst) {
+            return;
+        }
+        let how = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        eprintln!(
+            "runq: the VM stopped before the workload ended (QEMU {how}){}",
+            console_tail(&console)
+        );
+        std::process::exit(VM_FAILED);
+    });
+}

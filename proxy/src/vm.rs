@@ -1,0 +1,147 @@
+//! Bringing the VM up: helpers, QEMU, and the guest's first call.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use runq_protocol::wire::{self, StartRequest};
+use runq_protocol::{Msg, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUN_DIR, CONTROL_PORT};
+
+use crate::arch::{self, Accel, HostInfo, TargetArch, VmPaths};
+use crate::helpers;
+use crate::relay;
+
+/// How long the guest may take from QEMU start to runq-init's call. TCG
+/// boots take ~2 s alone, far longer on a loaded host.
+const GUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn run_path(name: &str) -> PathBuf {
+    Path::new(CONTAINER_RUN_DIR).join(name)
+}
+
+pub fn run(vm: VmSpec) -> Result<i32> {
+    let accel = match vm.accel {
+        runq_protocol::Accel::Kvm => Accel::Kvm,
+        runq_protocol::Accel::Tcg => Accel::Tcg,
+        runq_protocol::Accel::Auto => {
+            bail!("vm.json: the accelerator was not resolved by runq create")
+        }
+    };
+    let vsock_uds = run_path("vm.vsock");
+    let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
+        .context("binding the control socket")?;
+    let paths = VmPaths {
+        kernel: "/kernel".into(),
+        initrd: "/initrd".into(),
+        console_log: run_path("console.log").to_string_lossy().into_owned(),
+        vsock_socket: run_path("vsock.sock").to_string_lossy().into_owned(),
+        virtiofs_socket: run_path("virtiofs.sock").to_string_lossy().into_owned(),
+    };
+    let _virtiofsd = helpers::virtiofsd(
+        CONTAINER_ROOTFS,
+        Path::new(&paths.virtiofs_socket),
+        false,
+        &run_path("virtiofsd.log"),
+    )?;
+    let _vsock = helpers::vsock_backend(
+        Path::new(&paths.vsock_socket),
+        &vsock_uds,
+        &run_path("vsock.log"),
+    )?;
+
+    let arch = TargetArch::host();
+    let host = HostInfo { tsc_khz: tsc_khz() };
+    let mut qemu_cmd = Command::new(arch::qemu_binary(arch));
+    qemu_cmd.args(arch::qemu_args(&vm, arch, accel, &host, &paths));
+    let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), None)?;
+
+    let mut conn = wait_for_guest(&control, &qemu, &paths.console_log)?;
+    wire::handshake(&mut conn).context("control handshake with runq-init")?;
+    let start = StartRequest {
+        process: vm.process.clone(),
+        hostname: vm.hostname.clone(),
+        readonly_root: vm.readonly_root,
+        tmpfs: vm.tmpfs.clone(),
+    };
+    wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
+    relay::run(conn, qemu, paths.console_log.clone(), vm.process.terminal)
+}
+
+/// Accept runq-init's call, or fail naming the stage: QEMU died, or the
+/// guest never got as far as dialing.
+fn wait_for_guest(listener: &UnixListener, qemu: &Child, console: &str) -> Result<UnixStream> {
+    let deadline = Instant::now() + GUEST_CONNECT_TIMEOUT;
+    let qemu_fd = helpers::pidfd_open(qemu.id())?;
+    use std::os::fd::AsFd;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "the guest did not call back within {}s (stage: kernel boot to runq-init){}",
+                GUEST_CONNECT_TIMEOUT.as_secs(),
+                console_tail(console)
+            );
+        }
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(qemu_fd.as_fd(), PollFlags::POLLIN),
+        ];
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => r.context("waiting for the guest")?,
+        };
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            let (conn, _) = listener.accept().context("accepting the guest's call")?;
+            return Ok(conn);
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            bail!(
+                "QEMU exited before the guest started: {}{}{}",
+                last_line("qemu.log").unwrap_or_else(|| "no message".into()),
+                last_line("virtiofsd.log")
+                    .map(|l| format!("; virtiofsd: {l}"))
+                    .unwrap_or_default(),
+                console_tail(console)
+            );
+        }
+    }
+}
+
+/// The last line a helper logged in the container's /run.
+fn last_line(log: &str) -> Option<String> {
+    let text = std::fs::read_to_string(run_path(log)).ok()?;
+    text.trim().lines().last().map(str::to_string)
+}
+
+/// The last lines of the guest console, for error messages.
+pub fn console_tail(console: &str) -> String {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    format!("; guest console: {}", tail.join(" | "))
+}
+
+/// Host TSC frequency for `tsc_early_khz` (TCG on microvm).
+fn tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0).round() as u64)
+}
