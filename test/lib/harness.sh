@@ -1,0 +1,48 @@
+# Test harness: sourced by test/run. Each test is a function named test_*
+# in a test/t_*.sh file; it returns 0 to pass, 1 to fail (after calling
+# `why "..."`), or calls `skip "reason"` (only for what the host lacks).
+IMAGE=${IMAGE:-runq-test/busybox:latest}
+RUNQ=(docker run --runtime runq)
+RUNC=(docker run --runtime runc)
+
+_reason=""
+why() { _reason="$*"; return 1; }
+skip() { _reason="$*"; return 77; }
+
+# expect_eq WHAT EXPECTED ACTUAL
+expect_eq() {
+  [ "$2" == "$3" ] || why "$1: expected [$2], got [$3]"
+}
+
+# wait_log CONTAINER TEXT [SECONDS]: block until TEXT appears in the
+# container's output (stdout or stderr), or fail after SECONDS.
+wait_log() {
+  local c=$1 text=$2 secs=${3:-60} fd pid rc
+  exec {fd}< <(timeout "$secs" docker logs -f "$c" 2>&1)
+  pid=$!
+  grep -q -m1 -F -- "$text" <&"$fd"
+  rc=$?
+  exec {fd}<&-
+  kill "$pid" 2>/dev/null
+  [ $rc -eq 0 ] || why "no '$text' from container $c within ${secs}s"
+}
+
+# Processes that must not outlive a runq container.
+vm_processes() {
+  pgrep -c -f '^(qemu-system|virtiofsd|vhost-device-vsock|/usr/bin/runq-proxy)' || true
+}
+
+# A fresh container name that cleanup removes. Called as $(cname x), so
+# the name is recorded in a file, not a variable of the subshell.
+_containers_file=$(mktemp)
+cname() {
+  local n="runqtest-$1-$$-$RANDOM"
+  echo "$n" >> "$_containers_file"
+  echo "$n"
+}
+cleanup_containers() {
+  local names
+  names=$(cat "$_containers_file")
+  [ -z "$names" ] || docker rm -f $names >/dev/null 2>&1 || true
+  : > "$_containers_file"
+}
