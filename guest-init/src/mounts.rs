@@ -38,7 +38,8 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
     mount_fs(ROOTFS_TAG, ROOT, "virtiofs", MsFlags::empty(), None)?;
     let r = |p: &str| format!("{ROOT}{p}");
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    mount_fs("proc", &r("/proc"), "proc", nosuid, None)?;
+    // /proc is mounted by the workload itself, inside its PID namespace.
+    fs::create_dir_all(r("/proc")).context("creating /proc in the root")?;
     mount_fs(
         "sysfs",
         &r("/sys"),
@@ -77,6 +78,9 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=1777"),
         )?;
+    }
+    if start.runqenv {
+        fs::write(r("/.runqenv"), runqenv(&start.process.env)).context("writing /.runqenv")?;
     }
     if start.readonly_root {
         // Mount points exist now; from here on the root is read-only, as
@@ -125,4 +129,39 @@ fn populate_dev(dev: &str) -> Result<()> {
             .with_context(|| format!("linking /dev/{name}"))?;
     }
     Ok(())
+}
+
+/// `/.runqenv`: the environment as shell `export KEY="value"` lines.
+fn runqenv(env: &[String]) -> String {
+    let mut out = String::new();
+    for kv in env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let mut quoted = String::with_capacity(v.len());
+        for c in v.chars() {
+            if matches!(c, '\\' | '"' | '$' | '`') {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        out.push_str(&format!("export {k}=\"{quoted}\"\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runqenv;
+
+    #[test]
+    fn runqenv_quotes_for_the_shell() {
+        let env = vec![
+            "PATH=/bin".to_string(),
+            "TRICKY=a \"b\" $HOME `x` \\".to_string(),
+            "EMPTY=".to_string(),
+        ];
+        assert_eq!(
+            runqenv(&env),
+            "export PATH=\"/bin\"\nexport TRICKY=\"a \\\"b\\\" \\$HOME \\`x\\` \\\\\"\nexport EMPTY=\"\"\n"
+        );
+    }
 }

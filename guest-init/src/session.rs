@@ -40,7 +40,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         let message = format!("runq: preparing the guest: {e:#}");
         return send(&writer, &Msg::Failed { code: 1, message });
     }
-    let w = match workload::spawn(&start.process) {
+    let w = match workload::spawn(&start.process, start.winsize) {
         Ok(w) => w,
         Err(e) => {
             return send(
@@ -73,9 +73,10 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
                 }
             }
             Ok(Some(Msg::Signal(n))) => {
-                if let Ok(sig) = Signal::try_from(n) {
-                    let _ = kill(pid, sig);
-                }
+                // Raw numbers: nix's Signal has no realtime signals, and
+                // SIGRTMIN+4 (systemd's poweroff) must get through.
+                // SAFETY: kill(2) with a pid and a signal number.
+                unsafe { libc::kill(pid.as_raw(), n) };
             }
             Ok(Some(Msg::Resize { rows, cols })) => {
                 if let Some(p) = &pty {
@@ -91,7 +92,15 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         }
     });
 
-    let status = reap(pid);
+    let mut status = reap(pid);
+    if start.systemd {
+        // reboot(2) in a PID namespace ends its init: poweroff and halt
+        // with SIGINT. That is a clean shutdown; anything else is not.
+        status = match status {
+            ExitStatus::Signaled(s) if s == libc::SIGINT => ExitStatus::Exited(0),
+            _ => ExitStatus::Exited(1),
+        };
+    }
     // The container ends with its first process, as a PID namespace does.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     for h in [Some(out), err].into_iter().flatten() {

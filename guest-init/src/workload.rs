@@ -10,8 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use nix::mount::{mount, MsFlags};
-use nix::pty::openpty;
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, chroot, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
 use runq_protocol::ProcessSpec;
 
@@ -49,7 +48,7 @@ fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
     }
 }
 
-pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
+pub fn spawn(p: &ProcessSpec, winsize: Option<(u16, u16)>) -> Result<Workload, SpawnError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
         code: 1,
         message: format!("runq: {what}: {e}"),
@@ -64,7 +63,7 @@ pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
 
     let mut pty = None;
     if p.terminal {
-        let pair = openpty(None, None).map_err(|e| fail("allocating a terminal", &e))?;
+        let pair = open_container_pty().map_err(|e| fail("allocating a terminal", &e))?;
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| fail("allocating a terminal", &e))
@@ -72,6 +71,9 @@ pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
         cmd.stdin(Stdio::from(dup(&pair.slave)?))
             .stdout(Stdio::from(dup(&pair.slave)?))
             .stderr(Stdio::from(pair.slave));
+        if let Some((rows, cols)) = winsize {
+            set_winsize(&pair.master, rows, cols);
+        }
         pty = Some(pair.master);
     } else {
         cmd.stdin(Stdio::piped())
@@ -89,6 +91,26 @@ pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
         .collect();
     let (uid, gid) = (Uid::from_raw(p.uid), Gid::from_raw(p.gid));
     let terminal = p.terminal;
+    let rlimits: Vec<(u32, libc::rlimit)> = p
+        .rlimits
+        .iter()
+        .map(|&(res, soft, hard)| {
+            (
+                res,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                },
+            )
+        })
+        .collect();
+    // The workload becomes PID 1 of its own PID namespace, as under runc:
+    // it cannot see or signal runq-init, and the namespace ends with it.
+    // After unshare the kernel refuses new threads in init until it is
+    // back in its own namespace for children, hence the setns below.
+    let own_pid_ns =
+        File::open("/proc/self/ns/pid").map_err(|e| fail("opening init's PID namespace", &e))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| fail("creating the PID namespace", &e))?;
     // SAFETY: the closure only makes async-signal-safe system calls on
     // data prepared above; init is single-threaded while it spawns.
     unsafe {
@@ -98,6 +120,12 @@ pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
                 return Err(io::Error::last_os_error());
             }
             enter_root()?;
+            for (res, lim) in &rlimits {
+                // The resource type differs between libc flavours.
+                if libc::setrlimit(*res as _, lim) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // runc creates a missing cwd; best effort, chdir reports.
             libc::mkdir(cwd.as_ptr(), 0o755);
             chdir(cwd.as_c_str())?;
@@ -107,7 +135,10 @@ pub fn spawn(p: &ProcessSpec) -> Result<Workload, SpawnError> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
+    let spawned = cmd.spawn();
+    setns(&own_pid_ns, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| fail("returning to init's PID namespace", &e))?;
+    let mut child = spawned.map_err(|e| spawn_error(program, &e))?;
     let pid = Pid::from_raw(child.id() as i32);
     let w = match pty {
         Some(master) => {
@@ -161,7 +192,53 @@ fn enter_root() -> nix::Result<()> {
         None::<&CStr>,
     )?;
     chroot(c".")?;
-    chdir(c"/")
+    chdir(c"/")?;
+    // Mounted from inside the new PID namespace, so it shows that one.
+    mount(
+        Some(c"proc"),
+        c"/proc",
+        Some(c"proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+        None::<&CStr>,
+    )
+}
+
+pub struct PtyPair {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+/// A pty from the container's own devpts instance, so that the slave's
+/// name (`tty`) resolves inside the container.
+fn open_container_pty() -> io::Result<PtyPair> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("{}/dev/pts/ptmx", crate::mounts::ROOT))?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER returns a new fd for
+    // the slave side of this master, which we then own.
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PtyPair {
+            master,
+            slave: OwnedFd::from_raw_fd(fd),
+        })
+    }
 }
 
 /// Apply a terminal size to the pty master.

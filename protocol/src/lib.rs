@@ -9,7 +9,7 @@
 pub mod spec;
 pub mod wire;
 
-pub use spec::{Accel, ProcessSpec, Share, VmSpec};
+pub use spec::{rlimit_resource, Accel, ProcessSpec, Share, VmSpec, RLIMIT_NAMES};
 pub use wire::{ExitStatus, Msg, WireError};
 
 /// Wire protocol version; host and guest must agree exactly, since both are
@@ -31,3 +31,7 @@ pub const CONTAINER_RUN_DIR: &str = "/run";
 pub const VM_SPEC_FILE: &str = "vm.json";
 /// virtiofs tag of the shared root filesystem.
 pub const ROOTFS_TAG: &str = "rootfs";
+
+/// TCG translation cache cap in MiB (QEMU's default reserves 1 GiB, which
+/// a busy guest would fill); the runtime counts it in the VM's overhead.
+pub const TCG_TB_MIB: u32 = 128;

@@ -37,6 +37,38 @@ pub struct ProcessSpec {
     pub additional_gids: Vec<u32>,
     #[serde(default)]
     pub terminal: bool,
+    /// `(resource, soft, hard)`; resource numbers index [`RLIMIT_NAMES`].
+    #[serde(default)]
+    pub rlimits: Vec<(u32, u64, u64)>,
+}
+
+/// OCI rlimit names by Linux resource number (the same on x86_64 and
+/// s390x: both use the generic numbering).
+pub const RLIMIT_NAMES: &[&str] = &[
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+/// The resource number of an OCI rlimit name.
+pub fn rlimit_resource(name: &str) -> Option<u32> {
+    RLIMIT_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u32)
 }
 
 /// The VM description written by `runq create` as `vm.json`.
@@ -66,6 +98,12 @@ pub struct VmSpec {
     /// Log debug lines from the proxy and keep guest kernel messages.
     #[serde(default)]
     pub debug: bool,
+    /// `RUNQ_SYSTEMD=1`: the workload is an init system.
+    #[serde(default)]
+    pub systemd: bool,
+    /// `--runqenv`: write the workload's environment to `/.runqenv`.
+    #[serde(default)]
+    pub runqenv: bool,
 }
 
 impl VmSpec {
@@ -81,6 +119,13 @@ impl VmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rlimit_names_map_to_linux_numbers() {
+        assert_eq!(rlimit_resource("RLIMIT_NOFILE"), Some(7));
+        assert_eq!(rlimit_resource("RLIMIT_RTTIME"), Some(15));
+        assert_eq!(rlimit_resource("RLIMIT_BOGUS"), None);
+    }
 
     #[test]
     fn vm_spec_round_trips_through_json() {
@@ -102,6 +147,8 @@ mod tests {
             tmpfs: vec!["/tmp".into()],
             seccomp: None,
             debug: false,
+            systemd: true,
+            runqenv: false,
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

@@ -76,6 +76,14 @@ pub struct StartRequest {
     pub hostname: Option<String>,
     pub readonly_root: bool,
     pub tmpfs: Vec<String>,
+    /// The caller's terminal size (rows, cols), applied before the
+    /// workload starts so that its first `stty size` is right.
+    pub winsize: Option<(u16, u16)>,
+    /// `RUNQ_SYSTEMD`: report poweroff/halt (SIGINT to the PID namespace's
+    /// init) as exit 0 and anything else as 1.
+    pub systemd: bool,
+    /// Write the environment to `/.runqenv` first.
+    pub runqenv: bool,
 }
 
 #[derive(Debug, Error)]
@@ -189,6 +197,9 @@ mod tests {
             hostname: None,
             readonly_root: false,
             tmpfs: vec![],
+            winsize: Some((24, 80)),
+            systemd: false,
+            runqenv: true,
         })));
     }
 

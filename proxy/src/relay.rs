@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::termios;
 use nix::unistd::Pid;
 use runq_protocol::wire::{self, MAX_DATA_CHUNK};
-use runq_protocol::Msg;
+use runq_protocol::{Msg, VmSpec};
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
@@ -32,16 +32,17 @@ fn send(w: &Writer, msg: &Msg) -> bool {
 /// Set once the workload's status is in: QEMU ending after that is us.
 static FINISHED: AtomicBool = AtomicBool::new(false);
 
-pub fn run(conn: UnixStream, qemu: Child, console: String, terminal: bool) -> Result<i32> {
+pub fn run(conn: UnixStream, qemu: Child, console: String, vm: &VmSpec) -> Result<i32> {
+    let terminal = vm.process.terminal;
     let writer: Writer = Arc::new(Mutex::new(
         conn.try_clone().context("cloning the control socket")?,
     ));
     let qemu_pid = Pid::from_raw(qemu.id() as i32);
     if terminal {
-        prepare_terminal(&writer);
+        make_raw();
     }
     forward_stdin(writer.clone());
-    forward_signals(writer.clone(), terminal)?;
+    forward_signals(writer.clone(), terminal, vm.systemd)?;
     watch_qemu(qemu, console);
 
     let mut reader = conn;
@@ -74,18 +75,18 @@ pub fn run(conn: UnixStream, qemu: Child, console: String, terminal: bool) -> Re
     Ok(code)
 }
 
-/// With `-t` runc hands us a pty: make it raw (the guest's pty does the
-/// line discipline) and send the initial size.
-fn prepare_terminal(w: &Writer) {
+/// With `-t` runc hands us a pty: make it raw, the guest's pty does the
+/// line discipline (echo, ^C -> SIGINT).
+fn make_raw() {
     let stdin = std::io::stdin();
     if let Ok(mut t) = termios::tcgetattr(&stdin) {
         termios::cfmakeraw(&mut t);
         let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &t);
     }
-    send_window_size(w);
 }
 
-fn send_window_size(w: &Writer) {
+/// The size of the terminal runc gave us, if any.
+pub fn window_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -93,14 +94,13 @@ fn send_window_size(w: &Writer) {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCGWINSZ writes one winsize into the struct on our stack.
-    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-        send(
-            w,
-            &Msg::Resize {
-                rows: ws.ws_row,
-                cols: ws.ws_col,
-            },
-        );
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+fn send_window_size(w: &Writer) {
+    if let Some((rows, cols)) = window_size() {
+        send(w, &Msg::Resize { rows, cols });
     }
 }
 
@@ -125,8 +125,9 @@ fn forward_stdin(w: Writer) {
 }
 
 /// Every signal the container receives (`docker kill -s`, `docker stop`)
-/// goes to the workload; SIGWINCH becomes a resize.
-fn forward_signals(w: Writer, terminal: bool) -> Result<()> {
+/// goes to the workload; SIGWINCH becomes a resize; for an init system
+/// (`RUNQ_SYSTEMD`) SIGTERM becomes SIGRTMIN+4, systemd's "power off".
+fn forward_signals(w: Writer, terminal: bool, systemd: bool) -> Result<()> {
     let mut list: Vec<i32> = (1..=31)
         .filter(|s| !signal_hook::consts::FORBIDDEN.contains(s) && *s != SIGCHLD)
         .collect();
@@ -134,6 +135,11 @@ fn forward_signals(w: Writer, terminal: bool) -> Result<()> {
     let mut signals = Signals::new(&list).context("installing signal handlers")?;
     thread::spawn(move || {
         for sig in signals.forever() {
+            let sig = if systemd && sig == SIGTERM {
+                libc::SIGRTMIN() + 4
+            } else {
+                sig
+            };
             if sig == SIGWINCH && terminal {
                 send_window_size(&w);
             } else if !send(&w, &Msg::Signal(sig)) {

@@ -60,14 +60,42 @@ pub fn run(vm: VmSpec) -> Result<i32> {
 
     let mut conn = wait_for_guest(&control, &qemu, &paths.console_log)?;
     wire::handshake(&mut conn).context("control handshake with runq-init")?;
+    let mut process = vm.process.clone();
+    inherit_rlimits(&mut process.rlimits);
     let start = StartRequest {
-        process: vm.process.clone(),
+        process,
         hostname: vm.hostname.clone(),
         readonly_root: vm.readonly_root,
         tmpfs: vm.tmpfs.clone(),
+        winsize: if vm.process.terminal {
+            relay::window_size()
+        } else {
+            None
+        },
+        systemd: vm.systemd,
+        runqenv: vm.runqenv,
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
-    relay::run(conn, qemu, paths.console_log.clone(), vm.process.terminal)
+    relay::run(conn, qemu, paths.console_log.clone(), &vm)
+}
+
+/// Under runc a workload inherits every limit its spec does not set from
+/// the shim (through runc); the guest kernel's defaults would differ, so
+/// the proxy, which inherited the same limits, passes them on.
+fn inherit_rlimits(limits: &mut Vec<(u32, u64, u64)>) {
+    for res in 0..runq_protocol::RLIMIT_NAMES.len() as u32 {
+        if limits.iter().any(|(r, _, _)| *r == res) {
+            continue;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct on our stack.
+        if unsafe { libc::getrlimit(res as _, &mut lim) } == 0 {
+            limits.push((res, lim.rlim_cur, lim.rlim_max));
+        }
+    }
 }
 
 /// Accept runq-init's call, or fail naming the stage: QEMU died, or the
@@ -125,6 +153,10 @@ fn last_line(log: &str) -> Option<String> {
 pub fn console_tail(console: &str) -> String {
     let text = std::fs::read_to_string(console).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // A panic's own line says more than the register dump after it.
+    if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
+        return format!("; guest console: {}", panic.trim());
+    }
     if lines.is_empty() {
         return String::new();
     }

@@ -86,6 +86,8 @@ pub enum BundleError {
     BadDestination(PathBuf),
     #[error("process.cwd {0:?} must be an absolute path")]
     BadCwd(PathBuf),
+    #[error("unknown rlimit {0:?}")]
+    BadRlimit(String),
     #[error("building the rewritten spec failed: {0}")]
     Build(#[from] oci_spec::OciSpecError),
 }
@@ -159,9 +161,12 @@ pub fn rewrite(
             gid: process.user().gid(),
             additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
             terminal: process.terminal().unwrap_or(false),
+            rlimits: guest_rlimits(&process)?,
         },
         readonly_root: root.readonly().unwrap_or(false),
         tmpfs: settings.tmpfs.clone(),
+        systemd: settings.systemd,
+        runqenv: settings.runqenv,
         seccomp: spec
             .linux()
             .as_ref()
@@ -191,6 +196,9 @@ pub fn rewrite(
         );
         linux.set_devices(Some(devices));
         if let Some(res) = linux.resources_mut() {
+            if let Some(mem) = res.memory_mut() {
+                make_room_for_the_vm(mem, settings);
+            }
             let mut rules = res.devices().clone().unwrap_or_default();
             rules.extend(
                 host.devices
@@ -202,6 +210,47 @@ pub fn rewrite(
         }
     }
     Ok(Rewritten { spec, vm })
+}
+
+/// Host memory a VM needs beyond its guest RAM: QEMU itself and the
+/// helpers (~60 MiB measured), plus under TCG the translation cache,
+/// which QEMU is told to cap at [`runq_protocol::TCG_TB_MIB`].
+pub fn vm_overhead_mib(accel: runq_protocol::Accel) -> i64 {
+    match accel {
+        runq_protocol::Accel::Kvm => 128,
+        _ => 128 + i64::from(runq_protocol::TCG_TB_MIB),
+    }
+}
+
+/// Docker's `--memory` sized the guest; the container's cgroup, which
+/// also holds QEMU, gets the VM's overhead on top so that the VM is not
+/// OOM-killed when the guest uses what it was given.
+fn make_room_for_the_vm(mem: &mut oci_spec::runtime::LinuxMemory, settings: &Settings) {
+    let Some(limit) = mem.limit().filter(|l| *l > 0) else {
+        return;
+    };
+    let needed = (i64::from(settings.mem_mib) + vm_overhead_mib(settings.accel)) << 20;
+    let new_limit = limit.max(needed);
+    mem.set_limit(Some(new_limit));
+    if let Some(swap) = mem.swap().filter(|s| *s > 0) {
+        mem.set_swap(Some(swap.max(new_limit)));
+    }
+}
+
+/// The workload's rlimits, for the guest (the proxy keeps the shim's).
+fn guest_rlimits(p: &oci_spec::runtime::Process) -> Result<Vec<(u32, u64, u64)>, BundleError> {
+    p.rlimits()
+        .iter()
+        .flatten()
+        .map(|r| {
+            let name = serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let res = runq_protocol::rlimit_resource(&name).ok_or(BundleError::BadRlimit(name))?;
+            Ok((res, r.soft(), r.hard()))
+        })
+        .collect()
 }
 
 fn tree_root(tree: &Path) -> Result<Root, BundleError> {
@@ -282,16 +331,17 @@ fn proxy_process(
     if let Some(size) = original.console_size() {
         b = b.console_size(size);
     }
-    if let Some(r) = original.rlimits() {
-        b = b.rlimits(r.clone());
-    }
     if let Some(a) = original.apparmor_profile() {
         b = b.apparmor_profile(a.clone());
     }
     if let Some(o) = original.oom_score_adj() {
         b = b.oom_score_adj(o);
     }
-    Ok(b.build()?)
+    let mut p = b.build()?;
+    // The builder's default carries an RLIMIT_NOFILE; the proxy keeps the
+    // shim's limits instead (virtiofsd wants many descriptors).
+    p.set_rlimits(None);
+    Ok(p)
 }
 
 fn device_node(d: &HostDevice) -> Result<LinuxDevice, BundleError> {
@@ -333,6 +383,7 @@ mod tests {
         "cwd": "/work",
         "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_CHOWN"]},
         "noNewPrivileges": true,
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}],
         "oomScoreAdj": 0
       },
       "root": {"path": "rootfs", "readonly": true},
@@ -346,7 +397,7 @@ mod tests {
       "hooks": {"prestart": [{"path": "/proc/1/exe", "args": ["libnetwork-setkey", "abc"]}]},
       "linux": {
         "resources": {"devices": [{"allow": false, "access": "rwm"}],
-                      "memory": {"limit": 536870912}},
+                      "memory": {"limit": 536870912, "swap": 1073741824}},
         "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
         "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
                     "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]},
@@ -406,6 +457,32 @@ mod tests {
         assert!(vm.readonly_root);
         assert_eq!(vm.mem_mib, 512, "docker --memory sizes the guest");
         assert_eq!(vm.seccomp.unwrap()["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(vm.process.rlimits, [(7, 1024, 4096)]);
+    }
+
+    #[test]
+    fn cgroup_gets_room_for_the_vm_and_proxy_keeps_no_workload_rlimits() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let res = r
+            .spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .clone()
+            .unwrap();
+        let mem = res.memory().as_ref().unwrap();
+        let want = (512 + vm_overhead_mib(runq_protocol::Accel::Auto)) << 20;
+        assert_eq!(mem.limit(), Some(want));
+        assert_eq!(mem.swap(), Some(want.max(1 << 30)));
+        assert!(r.spec.process().as_ref().unwrap().rlimits().is_none());
+    }
+
+    #[test]
+    fn unknown_rlimit_is_refused_when_the_config_is_read() {
+        let bad = DOCKER_CONFIG.replace("RLIMIT_NOFILE", "RLIMIT_BOGUS");
+        let e = serde_json::from_str::<Spec>(&bad).unwrap_err();
+        assert!(e.to_string().contains("RLIMIT_BOGUS"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct RuntimeOpts {
     /// tmpfs mount points in every guest, comma separated
     #[arg(long)]
     pub tmpfs: Option<String>,
+    /// write the workload's environment to /.runqenv in the guest
+    #[arg(long)]
+    pub runqenv: bool,
     /// lower OCI runtime that runs the container around the VM
     #[arg(long = "runtime", default_value = "runc")]
     pub lower_runtime: String,

@@ -29,6 +29,8 @@ pub enum OptionError {
     Share { setting: String, value: String },
     #[error("{setting}={value:?}: tmpfs mount points must be absolute paths without '..'")]
     Tmpfs { setting: String, value: String },
+    #[error("{setting}={value:?}: must be 1/true or 0/false")]
+    Bool { setting: String, value: String },
 }
 
 /// The per-container settings after precedence.
@@ -40,6 +42,8 @@ pub struct Settings {
     pub share: Share,
     pub cpu_model: Option<String>,
     pub tmpfs: Vec<String>,
+    pub systemd: bool,
+    pub runqenv: bool,
 }
 
 /// Docker's own sizing flags, as they arrive in the OCI spec.
@@ -109,6 +113,20 @@ fn layered(
         Some("") => docker,
         Some(_) => choose(env, var, opt_name, opt),
         None => docker.or_else(|| choose(env, var, opt_name, opt)),
+    }
+}
+
+/// A boolean `RUNQ_*` variable over a runtime flag (empty clears it).
+fn layered_bool(env: &[String], var: &str, flag: bool) -> Result<bool, OptionError> {
+    match env_lookup(env, var) {
+        None => Ok(flag),
+        Some("") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some("0") | Some("false") => Ok(false),
+        Some(v) => Err(OptionError::Bool {
+            setting: var.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
@@ -203,6 +221,8 @@ pub fn resolve(
         share,
         cpu_model,
         tmpfs,
+        systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
+        runqenv: layered_bool(env, "RUNQ_RUNQENV", opts.runqenv)?,
     })
 }
 
@@ -310,6 +330,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::Tmpfs { .. }));
+    }
+
+    #[test]
+    fn boolean_settings() {
+        let on = RuntimeOpts {
+            runqenv: true,
+            ..Default::default()
+        };
+        let s = resolve(&on, &[], NO_DOCKER).unwrap();
+        assert!(s.runqenv && !s.systemd);
+        let s = resolve(&on, &env(&["RUNQ_RUNQENV=", "RUNQ_SYSTEMD=1"]), NO_DOCKER).unwrap();
+        assert!(!s.runqenv && s.systemd);
+        let s = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_RUNQENV=true"]),
+            NO_DOCKER,
+        )
+        .unwrap();
+        assert!(s.runqenv);
+        let e = resolve(&on, &env(&["RUNQ_SYSTEMD=yes"]), NO_DOCKER).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RUNQ_SYSTEMD=\"yes\": must be 1/true or 0/false"
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ wait_log() {
   [ $rc -eq 0 ] || why "no '$text' from container $c within ${secs}s"
 }
 
+# wait_exit CONTAINER [SECONDS]: its exit code, or "timeout".
+wait_exit() {
+  timeout "${2:-60}" docker wait "$1" 2>/dev/null || echo timeout
+}
+
 # Processes that must not outlive a runq container.
 vm_processes() {
   pgrep -c -f '^(qemu-system|virtiofsd|vhost-device-vsock|/usr/bin/runq-proxy)' || true

@@ -102,13 +102,11 @@ pub fn qemu_args(
         "-no-reboot",
     ]);
     push(&["-machine", &ops.machine(accel)]);
-    push(&[
-        "-accel",
-        match accel {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        },
-    ]);
+    let accel_arg = match accel {
+        Accel::Kvm => "kvm".to_string(),
+        Accel::Tcg => format!("tcg,tb-size={}", runq_protocol::TCG_TB_MIB),
+    };
+    push(&["-accel", &accel_arg]);
     let cpu = vm
         .cpu_model
         .clone()
@@ -182,6 +180,8 @@ mod tests {
             tmpfs: vec![],
             seccomp: None,
             debug: false,
+            systemd: false,
+            runqenv: false,
         }
     }
 
@@ -313,6 +313,14 @@ mod tests {
                 assert!(!cmdline.contains(bad), "{ctx}: {bad} in {cmdline}");
             }
         }
+    }
+
+    #[test]
+    fn tcg_translation_cache_is_capped() {
+        let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &paths());
+        assert_eq!(values(&args, "-accel"), ["tcg,tb-size=128"]);
+        let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Kvm, &host(), &paths());
+        assert_eq!(values(&args, "-accel"), ["kvm"]);
     }
 
     #[test]

@@ -1,0 +1,124 @@
+# Issue 3: the OCI process, as runc would run it.
+
+# What a process can see of itself, printed on one line.
+PROBE='echo "$(id) | $(pwd) | $(hostname) | $(ulimit -n) $(ulimit -Hn) | $#:$*"'
+
+test_process_attributes_match_runc() {
+  local flags a b
+  while IFS= read -r flags; do
+    # shellcheck disable=SC2086
+    a=$("${RUNQ[@]}" --rm $flags "$IMAGE" sh -c "$PROBE" x one two 2>&1)
+    # shellcheck disable=SC2086
+    b=$("${RUNC[@]}" --rm $flags "$IMAGE" sh -c "$PROBE" x one two 2>&1)
+    # The hostname defaults to the container id, which differs per run.
+    if [[ "$flags" != *--hostname* ]]; then
+      a=$(awk -F' [|] ' -v OFS=' | ' '{$3 = "ID"; print}' <<<"$a")
+      b=$(awk -F' [|] ' -v OFS=' | ' '{$3 = "ID"; print}' <<<"$b")
+    fi
+    expect_eq "runq vs runc with '$flags'" "$b" "$a" || return
+  done <<'FLAGS'
+
+-u nobody
+-u 1000:1000 --group-add games
+-u nobody --group-add 60 --group-add 4242
+-w /tmp
+-w /does/not/exist/yet
+--hostname vm-host-1
+--ulimit nofile=321:654
+FLAGS
+}
+
+test_entrypoint_and_args() {
+  local out
+  out=$("${RUNQ[@]}" --rm --entrypoint /bin/echo "$IMAGE" hello "two words")
+  expect_eq "entrypoint output" "hello two words" "$out"
+}
+
+test_workload_has_its_own_pid_namespace() {
+  local out
+  # PID 1 is the workload itself; runq-init, outside the namespace, is
+  # invisible.
+  out=$("${RUNQ[@]}" --rm "$IMAGE" sh -c 'echo "$$ $(cat /proc/1/comm) $(ps -o comm | grep -c runq-init)"')
+  expect_eq "own pid, PID 1's name, runq-init processes seen" "1 sh 0" "$out"
+}
+
+test_docker_init_is_pid1_and_forwards_signals() {
+  local out c
+  out=$("${RUNQ[@]}" --rm --init "$IMAGE" sh -c 'cat /proc/1/comm')
+  expect_eq "PID 1 with --init" "docker-init" "$out" || return
+  c=$(cname init)
+  "${RUNQ[@]}" -d --init --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "start failed" || return
+  wait_log "$c" ready || return
+  docker kill -s TERM "$c" >/dev/null
+  expect_eq "exit code of a workload killed by SIGTERM (via docker-init)" 143 "$(wait_exit "$c")"
+}
+
+test_tty_under_a_real_pty() {
+  local out
+  out=$(timeout 60 script -qec "stty rows 33 cols 101; docker run --runtime runq --rm -t $IMAGE sh -c 'test -t 0 && test -t 1 && echo TTY-OK; stty size; tty'" /dev/null | tr -d '\r' | xargs)
+  expect_eq "tty check, size and name in the guest" "TTY-OK 33 101 /dev/pts/0" "$out"
+}
+
+test_ctrl_c_reaches_a_tty_workload() {
+  local out
+  out=$(python3 - "$IMAGE" <<'PY'
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp("docker", ["docker", "run", "--runtime", "runq", "--rm", "-it", sys.argv[1], "sh", "-c",
+              "trap 'echo GOT-INT; exit 7' INT; echo READY; while true; do sleep 0.1; done"])
+buf, deadline, sent = b"", time.time() + 60, False
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 1)
+    if r:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+    if b"READY" in buf and not sent:
+        os.write(fd, b"\x03"); sent = True
+_, status = os.waitpid(pid, 0)
+print("GOT-INT" in buf.decode(errors="replace"), os.waitstatus_to_exitcode(status))
+PY
+)
+  expect_eq "Ctrl-C trapped and exit code" "True 7" "$out"
+}
+
+test_attach_only_stdout() {
+  local out
+  out=$(docker run --runtime runq --rm -a stdout "$IMAGE" sh -c 'echo out; echo err >&2' 2>&1)
+  expect_eq "output with -a stdout" "out" "$out"
+}
+
+test_runqenv_file() {
+  local out
+  out=$("${RUNQ[@]}" --rm -e RUNQ_RUNQENV=1 -e 'TRICKY=a "b" $c `d`' "$IMAGE" sh -c '. /.runqenv && echo "[$TRICKY]"')
+  expect_eq "TRICKY read back from /.runqenv" '[a "b" $c `d`]' "$out"
+}
+
+test_runqenv_off_by_default() {
+  "${RUNQ[@]}" --rm "$IMAGE" test -e /.runqenv && why "/.runqenv exists without RUNQ_RUNQENV" && return 1
+  return 0
+}
+
+test_systemd_mode_exit_codes() {
+  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" poweroff -f; expect_eq "poweroff with RUNQ_SYSTEMD" 0 $? || return
+  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" halt -f; expect_eq "halt with RUNQ_SYSTEMD" 0 $? || return
+  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" true; expect_eq "other end with RUNQ_SYSTEMD" 1 $? || return
+  "${RUNQ[@]}" --rm "$IMAGE" poweroff -f; expect_eq "poweroff without RUNQ_SYSTEMD (SIGINT, as runc)" 130 $?
+}
+
+test_systemd_mode_sigterm_becomes_sigrtmin_plus_4() {
+  local c; c=$(cname systemd)
+  # glibc's SIGRTMIN is 34: systemd's SIGRTMIN+4 is 38.
+  "${RUNQ[@]}" -d --name "$c" -e RUNQ_SYSTEMD=1 "$IMAGE" sh -c \
+    'trap "echo got-rtmin4; poweroff -f" 38; trap "echo got-term" TERM; echo ready; while true; do sleep 0.1; done' >/dev/null ||
+    why "start failed" || return
+  wait_log "$c" ready || return
+  docker stop -t 30 "$c" >/dev/null
+  wait_log "$c" got-rtmin4 5 || return
+  expect_eq "exit code after poweroff on SIGRTMIN+4" 0 "$(docker inspect -f '{{.State.ExitCode}}' "$c")"
+}
