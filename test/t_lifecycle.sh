@@ -64,7 +64,6 @@ test_docker_logs_keep_streams_apart() {
 }
 
 memtotal_kb() { "${RUNQ[@]}" --rm "$@" "$IMAGE" awk '/MemTotal/ {print $2}' /proc/meminfo; }
-in_range() { [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] || why "$1: $2 not in [$3, $4]"; }
 
 test_vm_sizing() {
   in_range "MemTotal kB, default 256 MiB" "$(memtotal_kb)" 200000 262144 || return

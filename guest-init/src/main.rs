@@ -5,6 +5,7 @@
 
 mod modules;
 mod mounts;
+mod reaper;
 mod session;
 mod workload;
 

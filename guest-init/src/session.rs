@@ -1,21 +1,22 @@
-//! One workload session over the control connection: relay stdio and
-//! signals, reap, report the exit status.
+//! Sessions over vsock: the workload's (control connection) and one per
+//! exec. Each relays stdio and signals, then reports the exit status.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use anyhow::{Context, Result};
-use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{sethostname, Pid};
 use runq_protocol::wire::{self, StartRequest, MAX_DATA_CHUNK};
-use runq_protocol::{ExitStatus, Msg};
-use vsock::VsockStream;
+use runq_protocol::{ExitStatus, Msg, EXEC_PORT};
+use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use crate::{log, mounts, workload};
+use crate::reaper::Reaper;
+use crate::workload::{self, Target, Workload};
+use crate::{log, mounts};
 
 type Writer = Arc<Mutex<VsockStream>>;
 
@@ -27,6 +28,7 @@ fn send(w: &Writer, msg: &Msg) -> Result<()> {
     Ok(())
 }
 
+/// The workload's session: set up the root, start, relay, report.
 pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone().context("cloning vsock")?));
     let setup = (|| -> Result<()> {
@@ -40,27 +42,147 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         let message = format!("runq: preparing the guest: {e:#}");
         return send(&writer, &Msg::Failed { code: 1, message });
     }
-    let w = match workload::spawn(&start.process, start.winsize) {
+    let w = match workload::spawn(&start.process, start.winsize, Target::NewNamespaces) {
         Ok(w) => w,
-        Err(e) => {
-            return send(
-                &writer,
-                &Msg::Failed {
-                    code: e.code,
-                    message: e.message,
-                },
-            );
-        }
+        Err(e) => return send(&writer, &e.into()),
     };
+    let pid = w.pid;
+    let reaper = Arc::new(Reaper::default());
+    if let Err(e) = serve_execs(pid, reaper.clone()) {
+        log(&format!("exec is unavailable: {e:#}"));
+    }
+    let systemd = start.systemd;
+    let hook = start.sigusr.then(|| {
+        sigusr_hook(
+            pid,
+            start.process.env.clone(),
+            writer.clone(),
+            reaper.clone(),
+        )
+    });
+    relay(conn, writer, w, hook, move || {
+        let status = reaper.reap_until(pid);
+        // The container ends with its first process, as a PID namespace
+        // does: exec'd processes and daemons included.
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        if !systemd {
+            return status;
+        }
+        // reboot(2) in a PID namespace ends its init: poweroff and halt
+        // with SIGINT. That is a clean shutdown; anything else is not.
+        match status {
+            ExitStatus::Signaled(s) if s == libc::SIGINT => ExitStatus::Exited(0),
+            _ => ExitStatus::Exited(1),
+        }
+    })
+}
+
+/// Accept exec connections for as long as the workload runs.
+fn serve_execs(workload: Pid, reaper: Arc<Reaper>) -> Result<()> {
+    let listener = VsockListener::bind_with_cid_port(VMADDR_CID_ANY, EXEC_PORT)
+        .with_context(|| format!("listening on vsock port {EXEC_PORT}"))?;
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let reaper = reaper.clone();
+            thread::spawn(move || {
+                if let Err(e) = exec_session(conn, workload, &reaper) {
+                    log(&format!("exec: {e:#}"));
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn exec_session(mut conn: VsockStream, workload: Pid, reaper: &Reaper) -> Result<()> {
+    wire::handshake(&mut conn)?;
+    let req = match wire::read_msg(&mut conn)? {
+        Some(Msg::Exec(r)) => r,
+        other => anyhow::bail!("expected Exec, got {other:?}"),
+    };
+    let writer: Writer = Arc::new(Mutex::new(conn.try_clone()?));
+    let w = match workload::spawn(&req.process, req.winsize, Target::Join(workload)) {
+        Ok(w) => w,
+        Err(e) => return send(&writer, &e.into()),
+    };
+    let status = reaper.watch(w.pid);
+    relay(conn, writer, w, None, move || {
+        status.recv().unwrap_or(ExitStatus::Exited(255))
+    })
+}
+
+/// Takes a signal before the workload does; `true` when it handled it.
+type SignalHook = Box<dyn Fn(i32) -> bool + Send>;
+
+/// `--sigusr`: SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` as root in the
+/// workload's namespaces, with the workload's environment; their output
+/// joins the container's.
+fn sigusr_hook(workload: Pid, env: Vec<String>, writer: Writer, reaper: Arc<Reaper>) -> SignalHook {
+    Box::new(move |sig| {
+        let name = match sig {
+            libc::SIGUSR1 => "SIGUSR1",
+            libc::SIGUSR2 => "SIGUSR2",
+            _ => return false,
+        };
+        let p = runq_protocol::ProcessSpec {
+            args: vec![format!("/.runq/{name}")],
+            env: env.clone(),
+            cwd: "/".into(),
+            ..Default::default()
+        };
+        match workload::spawn(&p, None, Target::Join(workload)) {
+            Ok(h) => {
+                // Reap it like any exec'd process; nobody waits.
+                drop(reaper.watch(h.pid));
+                drop(h.stdin);
+                pump(h.stdout, writer.clone(), Msg::Stdout);
+                if let Some(e) = h.stderr {
+                    pump(e, writer.clone(), Msg::Stderr);
+                }
+            }
+            Err(e) => log(&format!("{name}: {}", e.message)),
+        }
+        true
+    })
+}
+
+/// Relay one process: output pumps, an input/signal reader, then the
+/// status once `wait` returns and all output is out.
+fn relay(
+    conn: VsockStream,
+    writer: Writer,
+    w: Workload,
+    hook: Option<SignalHook>,
+    wait: impl FnOnce() -> ExitStatus,
+) -> Result<()> {
     let out = pump(w.stdout, writer.clone(), Msg::Stdout);
     let err = w.stderr.map(|e| pump(e, writer.clone(), Msg::Stderr));
     let pid = w.pid;
-    let (mut stdin, pty) = (w.stdin, w.pty);
-    let mut reader = conn;
+    forward_input(conn.try_clone()?, pid, w.stdin, w.pty, hook);
+    let status = wait();
+    for h in [Some(out), err].into_iter().flatten() {
+        let _ = h.join();
+    }
+    nix::unistd::sync();
+    send(&writer, &Msg::Exit(status))?;
+    // The host ends the connection (the proxy kills the VM after the
+    // workload's Exit): wait for that rather than race it.
+    let mut rest = conn;
+    let _ = rest.read(&mut [0u8; 1]);
+    Ok(())
+}
+
+fn forward_input(
+    mut reader: VsockStream,
+    pid: Pid,
+    mut stdin: Option<File>,
+    pty: Option<OwnedFd>,
+    hook: Option<SignalHook>,
+) {
     thread::spawn(move || loop {
         match wire::read_msg(&mut reader) {
             Ok(Some(Msg::Stdin(data))) => {
-                // A workload that closed its stdin just stops reading.
+                // A process that closed its stdin just stops reading.
                 if let Some(s) = stdin.as_mut() {
                     if s.write_all(&data).is_err() {
                         stdin = None;
@@ -72,6 +194,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
                     stdin = None;
                 }
             }
+            Ok(Some(Msg::Signal(n))) if hook.as_ref().is_some_and(|h| h(n)) => {}
             Ok(Some(Msg::Signal(n))) => {
                 // Raw numbers: nix's Signal has no realtime signals, and
                 // SIGRTMIN+4 (systemd's poweroff) must get through.
@@ -85,29 +208,12 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
             }
             Ok(Some(other)) => log(&format!("ignoring unexpected {other:?}")),
             Ok(None) | Err(_) => {
-                // The proxy is gone: nobody can see the workload any more.
+                // The other side is gone: nobody can see this process.
                 let _ = kill(pid, Signal::SIGKILL);
                 return;
             }
         }
     });
-
-    let mut status = reap(pid);
-    if start.systemd {
-        // reboot(2) in a PID namespace ends its init: poweroff and halt
-        // with SIGINT. That is a clean shutdown; anything else is not.
-        status = match status {
-            ExitStatus::Signaled(s) if s == libc::SIGINT => ExitStatus::Exited(0),
-            _ => ExitStatus::Exited(1),
-        };
-    }
-    // The container ends with its first process, as a PID namespace does.
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    for h in [Some(out), err].into_iter().flatten() {
-        let _ = h.join();
-    }
-    nix::unistd::sync();
-    send(&writer, &Msg::Exit(status))
 }
 
 /// Forward one output stream as frames until EOF (EIO on a pty master
@@ -128,21 +234,4 @@ fn pump(mut src: File, w: Writer, wrap: fn(Vec<u8>) -> Msg) -> JoinHandle<()> {
             }
         }
     })
-}
-
-/// Reap every child (init adopts orphans) until the workload itself ends.
-fn reap(workload: Pid) -> ExitStatus {
-    loop {
-        match waitpid(None, None) {
-            Ok(WaitStatus::Exited(p, code)) if p == workload => return ExitStatus::Exited(code),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == workload => {
-                return ExitStatus::Signaled(sig as i32)
-            }
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => {
-                log(&format!("waitpid: {e}"));
-                return ExitStatus::Exited(255);
-            }
-        }
-    }
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::unistd::{chdir, chroot, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
+use nix::unistd::{chdir, chroot, fchdir, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
 use runq_protocol::ProcessSpec;
 
 use crate::mounts::ROOT_C;
@@ -34,6 +34,15 @@ pub struct SpawnError {
     pub message: String,
 }
 
+impl From<SpawnError> for runq_protocol::Msg {
+    fn from(e: SpawnError) -> Self {
+        runq_protocol::Msg::Failed {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
 fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
     let (code, what) = match e.raw_os_error() {
         Some(libc::ENOENT) => (127, "executable file not found in $PATH".to_string()),
@@ -48,7 +57,19 @@ fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
     }
 }
 
-pub fn spawn(p: &ProcessSpec, winsize: Option<(u16, u16)>) -> Result<Workload, SpawnError> {
+/// Where a process starts.
+pub enum Target {
+    /// The workload: new PID and mount namespaces rooted at the container.
+    NewNamespaces,
+    /// An exec: the namespaces and root of this (workload) process.
+    Join(Pid),
+}
+
+pub fn spawn(
+    p: &ProcessSpec,
+    winsize: Option<(u16, u16)>,
+    target: Target,
+) -> Result<Workload, SpawnError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
         code: 1,
         message: format!("runq: {what}: {e}"),
@@ -108,18 +129,44 @@ pub fn spawn(p: &ProcessSpec, winsize: Option<(u16, u16)>) -> Result<Workload, S
     // it cannot see or signal runq-init, and the namespace ends with it.
     // After unshare the kernel refuses new threads in init until it is
     // back in its own namespace for children, hence the setns below.
+    // An exec joins the workload's PID namespace the same way: this
+    // thread's children go there until the setns back.
     let own_pid_ns =
         File::open("/proc/self/ns/pid").map_err(|e| fail("opening init's PID namespace", &e))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| fail("creating the PID namespace", &e))?;
+    let join = match target {
+        Target::NewNamespaces => {
+            unshare(CloneFlags::CLONE_NEWPID)
+                .map_err(|e| fail("creating the PID namespace", &e))?;
+            None
+        }
+        Target::Join(w) => {
+            let open = |what: &str| {
+                File::open(format!("/proc/{w}/{what}"))
+                    .map_err(|e| fail("joining the workload (has it exited?)", &e))
+            };
+            let (pid_ns, mnt_ns, root) = (open("ns/pid")?, open("ns/mnt")?, open("root")?);
+            setns(&pid_ns, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| fail("joining the workload's PID namespace", &e))?;
+            Some((mnt_ns, root))
+        }
+    };
     // SAFETY: the closure only makes async-signal-safe system calls on
-    // data prepared above; init is single-threaded while it spawns.
+    // data prepared above (other init threads may run; nothing here takes
+    // a lock or allocates).
     unsafe {
         cmd.pre_exec(move || {
             setsid()?;
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            enter_root()?;
+            match &join {
+                None => enter_root()?,
+                Some((mnt_ns, root)) => {
+                    setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
+                    fchdir(root.as_raw_fd())?;
+                    chroot(c".")?;
+                }
+            }
             for (res, lim) in &rlimits {
                 // The resource type differs between libc flavours.
                 if libc::setrlimit(*res as _, lim) != 0 {

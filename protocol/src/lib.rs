@@ -6,6 +6,7 @@
 //! * [`Msg`] and [`wire`] are the framed, versioned protocol spoken over the
 //!   vsock control connection between proxy and guest.
 
+pub mod exec_args;
 pub mod spec;
 pub mod wire;
 
@@ -19,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// vsock port on the host (CID 2) that the guest dials for its control
 /// connection.
 pub const CONTROL_PORT: u32 = 1024;
+
+/// vsock port in the guest where runq-init accepts exec connections.
+pub const EXEC_PORT: u32 = 1025;
 
 /// Where the runtime mounts the per-container runq directory (holding
 /// `vm.json`) inside the proxy's container.

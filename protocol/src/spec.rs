@@ -104,6 +104,13 @@ pub struct VmSpec {
     /// `--runqenv`: write the workload's environment to `/.runqenv`.
     #[serde(default)]
     pub runqenv: bool,
+    /// `--noexec`: refuse `runq exec`.
+    #[serde(default)]
+    pub noexec: bool,
+    /// `--sigusr`: SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` in the guest
+    /// instead of reaching the workload.
+    #[serde(default)]
+    pub sigusr: bool,
 }
 
 impl VmSpec {
@@ -149,6 +156,8 @@ mod tests {
             debug: false,
             systemd: true,
             runqenv: false,
+            noexec: false,
+            sigusr: false,
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

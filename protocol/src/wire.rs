@@ -44,6 +44,9 @@ pub enum Msg {
     },
     /// Host -> guest: mount the root and start this process.
     Start(Box<StartRequest>),
+    /// Host -> guest, first message on an exec connection: run this
+    /// process in the workload's namespaces.
+    Exec(Box<ExecRequest>),
     /// Host -> guest: bytes for the workload's stdin.
     Stdin(Vec<u8>),
     /// Host -> guest: the container's stdin reached EOF.
@@ -84,6 +87,15 @@ pub struct StartRequest {
     pub systemd: bool,
     /// Write the environment to `/.runqenv` first.
     pub runqenv: bool,
+    /// SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` (runtime option `--sigusr`).
+    pub sigusr: bool,
+}
+
+/// What the guest needs to run an additional process (`docker exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub process: ProcessSpec,
+    pub winsize: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Error)]
@@ -185,6 +197,14 @@ mod tests {
             code: 127,
             message: "not found".into(),
         });
+        round_trip(Msg::Exec(Box::new(ExecRequest {
+            process: ProcessSpec {
+                args: vec!["id".into()],
+                uid: 65534,
+                ..Default::default()
+            },
+            winsize: None,
+        })));
         round_trip(Msg::Start(Box::new(StartRequest {
             process: ProcessSpec {
                 args: vec!["true".into()],
@@ -200,6 +220,7 @@ mod tests {
             winsize: Some((24, 80)),
             systemd: false,
             runqenv: true,
+            sigusr: false,
         })));
     }
 

@@ -3,6 +3,7 @@
 //! workload's stdio and signals, and exits with the workload's status.
 
 mod arch;
+mod exec;
 mod helpers;
 mod relay;
 mod vm;
@@ -15,7 +16,12 @@ use runq_protocol::{VmSpec, CONTAINER_RUNQ_DIR, VM_SPEC_FILE};
 pub const VM_FAILED: i32 = 255;
 
 fn main() {
-    let code = match load_spec().and_then(vm::run) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("exec") => exec::run(&args[1..]),
+        _ => load_spec().and_then(vm::run),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("runq: {e:#}");

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::termios;
 use nix::unistd::Pid;
 use runq_protocol::wire::{self, MAX_DATA_CHUNK};
-use runq_protocol::{Msg, VmSpec};
+use runq_protocol::Msg;
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
@@ -32,18 +32,29 @@ fn send(w: &Writer, msg: &Msg) -> bool {
 /// Set once the workload's status is in: QEMU ending after that is us.
 static FINISHED: AtomicBool = AtomicBool::new(false);
 
-pub fn run(conn: UnixStream, qemu: Child, console: String, vm: &VmSpec) -> Result<i32> {
-    let terminal = vm.process.terminal;
+/// One relayed process: the workload (with QEMU to watch) or an exec.
+pub struct Relay {
+    pub terminal: bool,
+    pub systemd: bool,
+    /// QEMU and its console log, for the workload's relay.
+    pub qemu: Option<(Child, String)>,
+}
+
+pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
+    let terminal = r.terminal;
     let writer: Writer = Arc::new(Mutex::new(
         conn.try_clone().context("cloning the control socket")?,
     ));
-    let qemu_pid = Pid::from_raw(qemu.id() as i32);
+    let qemu_pid = r.qemu.as_ref().map(|(q, _)| Pid::from_raw(q.id() as i32));
+    let watching_qemu = r.qemu.is_some();
     if terminal {
         make_raw();
     }
     forward_stdin(writer.clone());
-    forward_signals(writer.clone(), terminal, vm.systemd)?;
-    watch_qemu(qemu, console);
+    forward_signals(writer.clone(), terminal, r.systemd)?;
+    if let Some((qemu, console)) = r.qemu {
+        watch_qemu(qemu, console);
+    }
 
     let mut reader = conn;
     let mut stdout = std::io::stdout().lock();
@@ -63,15 +74,20 @@ pub fn run(conn: UnixStream, qemu: Child, console: String, vm: &VmSpec) -> Resul
                 break code;
             }
             Ok(Some(other)) => eprintln!("runq: ignoring unexpected {other:?} from the guest"),
-            Ok(None) | Err(_) => {
+            Ok(None) | Err(_) if watching_qemu => {
                 // The guest vanished; the QEMU watcher reports why.
                 thread::park();
+            }
+            Ok(None) | Err(_) => {
+                anyhow::bail!("the VM closed the connection before the process ended")
             }
         }
     };
     FINISHED.store(true, Ordering::SeqCst);
     // The guest has synced and reported: nothing left to lose in it.
-    let _ = kill(qemu_pid, Signal::SIGKILL);
+    if let Some(pid) = qemu_pid {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
     Ok(code)
 }
 

@@ -18,6 +18,9 @@ use crate::relay;
 /// boots take ~2 s alone, far longer on a loaded host.
 const GUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// vhost-device-vsock's host-side socket: guest ports are dialed here.
+pub const VSOCK_UDS: &str = "/run/vm.vsock";
+
 fn run_path(name: &str) -> PathBuf {
     Path::new(CONTAINER_RUN_DIR).join(name)
 }
@@ -30,7 +33,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
             bail!("vm.json: the accelerator was not resolved by runq create")
         }
     };
-    let vsock_uds = run_path("vm.vsock");
+    let vsock_uds = PathBuf::from(VSOCK_UDS);
     let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
     let paths = VmPaths {
@@ -74,9 +77,17 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         },
         systemd: vm.systemd,
         runqenv: vm.runqenv,
+        sigusr: vm.sigusr,
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
-    relay::run(conn, qemu, paths.console_log.clone(), &vm)
+    relay::run(
+        conn,
+        relay::Relay {
+            terminal: vm.process.terminal,
+            systemd: vm.systemd,
+            qemu: Some((qemu, paths.console_log.clone())),
+        },
+    )
 }
 
 /// Under runc a workload inherits every limit its spec does not set from

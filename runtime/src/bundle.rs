@@ -132,13 +132,6 @@ pub fn rewrite(
 ) -> Result<Rewritten, BundleError> {
     let process = spec.process().clone().ok_or(BundleError::NoProcess)?;
     let root = spec.root().clone().ok_or(BundleError::NoRoot)?;
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
-        return Err(BundleError::NoArgs);
-    }
-    if !process.cwd().is_absolute() {
-        return Err(BundleError::BadCwd(process.cwd().clone()));
-    }
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
     } else {
@@ -153,20 +146,13 @@ pub fn rewrite(
         share: settings.share,
         cpu_model: settings.cpu_model.clone(),
         hostname: spec.hostname().clone(),
-        process: ProcessSpec {
-            args,
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().to_string_lossy().into_owned(),
-            uid: process.user().uid(),
-            gid: process.user().gid(),
-            additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-            terminal: process.terminal().unwrap_or(false),
-            rlimits: guest_rlimits(&process)?,
-        },
+        process: process_spec(&process)?,
         readonly_root: root.readonly().unwrap_or(false),
         tmpfs: settings.tmpfs.clone(),
         systemd: settings.systemd,
         runqenv: settings.runqenv,
+        noexec: settings.noexec,
+        sigusr: settings.sigusr,
         seccomp: spec
             .linux()
             .as_ref()
@@ -235,6 +221,40 @@ fn make_room_for_the_vm(mem: &mut oci_spec::runtime::LinuxMemory, settings: &Set
     if let Some(swap) = mem.swap().filter(|s| *s > 0) {
         mem.set_swap(Some(swap.max(new_limit)));
     }
+}
+
+/// An OCI process (the container's, or an exec'd one) as the guest runs it.
+pub fn process_spec(process: &oci_spec::runtime::Process) -> Result<ProcessSpec, BundleError> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(BundleError::NoArgs);
+    }
+    if !process.cwd().is_absolute() {
+        return Err(BundleError::BadCwd(process.cwd().clone()));
+    }
+    Ok(ProcessSpec {
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        uid: process.user().uid(),
+        gid: process.user().gid(),
+        additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
+        terminal: process.terminal().unwrap_or(false),
+        rlimits: guest_rlimits(process)?,
+    })
+}
+
+/// The process that runs in the container for an exec: `runq-proxy exec`
+/// carrying the real process to the guest. It needs no capabilities: it
+/// only talks to the vsock backend's socket.
+pub fn exec_proxy_process(
+    original: &oci_spec::runtime::Process,
+) -> Result<oci_spec::runtime::Process, BundleError> {
+    let guest = process_spec(original)?;
+    let mut args = vec![PROXY_PATH.to_string()];
+    args.extend(runq_protocol::exec_args::to_argv(&guest));
+    // The workload's environment travels as the proxy's own.
+    container_process(original, args, guest.env, HashSet::new())
 }
 
 /// The workload's rlimits, for the guest (the proxy keeps the shim's).
@@ -313,6 +333,27 @@ fn proxy_process(
         .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
         .map(|(_, c)| *c)
         .collect();
+    let mut p = container_process(
+        original,
+        vec![PROXY_PATH.to_string()],
+        vec!["PATH=/usr/bin:/bin".to_string()],
+        caps,
+    )?;
+    p.set_oom_score_adj(original.oom_score_adj());
+    Ok(p)
+}
+
+/// A process run as root in the container (the proxy, or its exec form)
+/// on behalf of `original`: same terminal and AppArmor profile, the given
+/// capabilities as its only ones, no_new_privs, and the shim's rlimits
+/// (the builder's default RLIMIT_NOFILE is dropped: virtiofsd wants many
+/// descriptors).
+fn container_process(
+    original: &oci_spec::runtime::Process,
+    args: Vec<String>,
+    env: Vec<String>,
+    caps: HashSet<Capability>,
+) -> Result<oci_spec::runtime::Process, BundleError> {
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -323,8 +364,8 @@ fn proxy_process(
     let mut b = ProcessBuilder::default()
         .terminal(original.terminal().unwrap_or(false))
         .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
-        .args(vec![PROXY_PATH.to_string()])
-        .env(vec!["PATH=/usr/bin:/bin".to_string()])
+        .args(args)
+        .env(env)
         .cwd("/")
         .capabilities(capabilities)
         .no_new_privileges(true);
@@ -334,12 +375,7 @@ fn proxy_process(
     if let Some(a) = original.apparmor_profile() {
         b = b.apparmor_profile(a.clone());
     }
-    if let Some(o) = original.oom_score_adj() {
-        b = b.oom_score_adj(o);
-    }
     let mut p = b.build()?;
-    // The builder's default carries an RLIMIT_NOFILE; the proxy keeps the
-    // shim's limits instead (virtiofsd wants many descriptors).
     p.set_rlimits(None);
     Ok(p)
 }
@@ -555,6 +591,27 @@ mod tests {
             "the workload's caps go to the guest"
         );
         assert!(caps.ambient().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn exec_process_runs_the_proxy_and_carries_the_real_one() {
+        let spec: Spec = serde_json::from_str(DOCKER_CONFIG).unwrap();
+        let original = spec.process().clone().unwrap();
+        let p = exec_proxy_process(&original).unwrap();
+        let args = p.args().clone().unwrap();
+        assert_eq!(args[0], PROXY_PATH);
+        let carried =
+            runq_protocol::exec_args::from_argv(&args[2..], p.env().clone().unwrap()).unwrap();
+        assert_eq!(carried, process_spec(&original).unwrap());
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
+        assert!(p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .effective()
+            .as_ref()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

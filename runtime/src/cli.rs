@@ -53,6 +53,12 @@ pub struct RuntimeOpts {
     /// write the workload's environment to /.runqenv in the guest
     #[arg(long)]
     pub runqenv: bool,
+    /// refuse exec into containers
+    #[arg(long)]
+    pub noexec: bool,
+    /// SIGUSR1/SIGUSR2 run /.runq/SIGUSR1 and /.runq/SIGUSR2 in the guest
+    #[arg(long)]
+    pub sigusr: bool,
     /// lower OCI runtime that runs the container around the VM
     #[arg(long = "runtime", default_value = "runc")]
     pub lower_runtime: String,
@@ -112,6 +118,14 @@ impl Cli {
 pub struct CreateArgs {
     #[command(flatten)]
     pub create: liboci_cli::Create,
+}
+
+/// `exec` as the shim calls it.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub exec: liboci_cli::Exec,
 }
 
 /// `run`, which is create + start.

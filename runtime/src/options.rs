@@ -44,6 +44,8 @@ pub struct Settings {
     pub tmpfs: Vec<String>,
     pub systemd: bool,
     pub runqenv: bool,
+    pub noexec: bool,
+    pub sigusr: bool,
 }
 
 /// Docker's own sizing flags, as they arrive in the OCI spec.
@@ -223,6 +225,8 @@ pub fn resolve(
         tmpfs,
         systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
         runqenv: layered_bool(env, "RUNQ_RUNQENV", opts.runqenv)?,
+        noexec: layered_bool(env, "RUNQ_NOEXEC", opts.noexec)?,
+        sigusr: opts.sigusr,
     })
 }
 

@@ -14,17 +14,11 @@ expect_eq() {
   [ "$2" == "$3" ] || why "$1: expected [$2], got [$3]"
 }
 
-# wait_log CONTAINER TEXT [SECONDS]: block until TEXT appears in the
-# container's output (stdout or stderr), or fail after SECONDS.
-wait_log() {
-  local c=$1 text=$2 secs=${3:-60} fd pid rc
-  exec {fd}< <(timeout "$secs" docker logs -f "$c" 2>&1)
-  pid=$!
-  grep -q -m1 -F -- "$text" <&"$fd"
-  rc=$?
-  exec {fd}<&-
-  kill "$pid" 2>/dev/null
-  [ $rc -eq 0 ] || why "no '$text' from container $c within ${secs}s"
+. "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
+
+# in_range WHAT VALUE LOW HIGH
+in_range() {
+  [ "$2" -ge "$3" ] 2>/dev/null && [ "$2" -le "$4" ] || why "$1: [$2] not in [$3, $4]"
 }
 
 # wait_exit CONTAINER [SECONDS]: its exit code, or "timeout".

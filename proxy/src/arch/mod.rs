@@ -182,6 +182,8 @@ mod tests {
             debug: false,
             systemd: false,
             runqenv: false,
+            noexec: false,
+            sigusr: false,
         }
     }
 

@@ -1,14 +1,72 @@
-//! `runq exec`.
+//! `runq exec`: the exec'd process runs in the VM. The shim's
+//! process.json is rewritten in place so that runc starts `runq-proxy
+//! exec` in the container; that process relays the real one into the
+//! guest and lives exactly as long as it, so the pid the shim watches, its
+//! signals and its exit status are the guest process's.
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use oci_spec::runtime::Process;
+use runq_protocol::{VmSpec, VM_SPEC_FILE};
 
-use crate::cli::Cli;
+use super::{lower::exec_lower, verb_args};
+use crate::bundle;
+use crate::cli::{Cli, ExecArgs};
 
-/// Running the exec'd process in the proxy's container would run it next
-/// to QEMU instead of inside the VM, so until exec is relayed into the
-/// guest it is refused rather than silently wrong.
-pub fn exec(_cli: &Cli, _verb: &[OsString]) -> Result<i32> {
-    bail!("exec into a runq container is not supported yet (the process would run outside the VM)")
+pub fn exec(cli: &Cli, verb: &[OsString]) -> Result<i32> {
+    let e = ExecArgs::try_parse_from(verb_args(verb))?.exec;
+    let Some(process_json) = e.process else {
+        bail!("exec needs --process <process.json> (as containerd passes it); the command-line form is not supported");
+    };
+    let bundle = container_bundle(cli, &e.container_id)?;
+    let vm_path = bundle.join("runq").join(VM_SPEC_FILE);
+    let vm = std::fs::read_to_string(&vm_path).with_context(|| {
+        format!(
+            "{} (is {} a runq container?)",
+            vm_path.display(),
+            e.container_id
+        )
+    })?;
+    let vm = VmSpec::from_json(&vm).with_context(|| vm_path.display().to_string())?;
+    if vm.noexec {
+        bail!("exec is disabled for this container (RUNQ_NOEXEC / --noexec)");
+    }
+    rewrite_process(&process_json)?;
+    exec_lower(cli, verb)
+}
+
+fn rewrite_process(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let original: Process =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let proxy = bundle::exec_proxy_process(&original)?;
+    let tmp = path.with_extension("runq-tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&proxy)?)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("rewriting {}", path.display()))
+}
+
+/// The bundle directory of a container, from the lower runtime's state.
+fn container_bundle(cli: &Cli, id: &str) -> Result<PathBuf> {
+    let out = Command::new(&cli.opts.lower_runtime)
+        .args(cli.lower_global_args())
+        .args(["state", id])
+        .output()
+        .with_context(|| format!("running {} state", cli.opts.lower_runtime))?;
+    if !out.status.success() {
+        bail!(
+            "container {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing the container state")?;
+    state["bundle"]
+        .as_str()
+        .map(PathBuf::from)
+        .with_context(|| format!("container {id}: no bundle in its state"))
 }

@@ -1,0 +1,114 @@
+# Issue 7: docker exec into the VM, HEALTHCHECK, containerd.
+
+# start_sleeper NAME: a running container for execs, waited for.
+start_sleeper() {
+  "${RUNQ[@]}" -d --name "$1" "${@:2}" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null &&
+    wait_log "$1" ready
+}
+
+test_exec_streams_and_exit_code() {
+  local c out err; c=$(cname exec); start_sleeper "$c" || return
+  err=$(mktemp)
+  out=$(docker exec "$c" sh -c 'echo out; echo err >&2; exit 7' 2>"$err")
+  local rc=$? e; e=$(cat "$err"); rm -f "$err"
+  expect_eq "exec exit code" 7 $rc && expect_eq "exec stdout" out "$out" && expect_eq "exec stderr" err "$e"
+}
+
+test_exec_user_workdir_env() {
+  local c out; c=$(cname execu); start_sleeper "$c" || return
+  out=$(docker exec -u nobody -w /tmp -e X=1 "$c" sh -c 'id -un; pwd; echo $X' | xargs)
+  expect_eq "user, cwd, env of the exec'd process" "nobody /tmp 1" "$out"
+}
+
+test_exec_stdin() {
+  local c; c=$(cname execi); start_sleeper "$c" || return
+  expect_eq "echo hi | docker exec -i cat" hi "$(echo hi | docker exec -i "$c" cat)"
+}
+
+test_exec_runs_in_the_vm_and_sees_the_workload() {
+  local c out; c=$(cname execns); start_sleeper "$c" || return
+  out=$(docker exec "$c" sh -c 'echo "$(uname -r) $(cat /proc/1/comm)"')
+  expect_eq "kernel and PID 1 seen by exec" "$(cat /var/lib/runq/qemu/kernel.version) sleep" "$out"
+}
+
+test_exec_detached_keeps_running_in_the_guest() {
+  local c; c=$(cname execd); start_sleeper "$c" || return
+  docker exec -d "$c" sh -c 'echo started > /tmp/d; exec sleep 300' || why "exec -d failed" || return
+  timeout 30 sh -c "until docker exec $c test -e /tmp/d; do sleep 0.2; done" || why "detached process never ran" || return
+  expect_eq "sleep processes in the guest" 2 "$(docker exec "$c" sh -c 'ps -o comm | grep -c "^sleep"')"
+}
+
+test_exec_tty_under_a_real_pty() {
+  local c out; c=$(cname exect); start_sleeper "$c" || return
+  out=$(timeout 60 script -qec "stty rows 20 cols 70; docker exec -t $c sh -c 'test -t 0 && test -t 1 && echo TTY; stty size'" /dev/null | tr -d '\r' | xargs)
+  expect_eq "tty and size in exec -t" "TTY 20 70" "$out"
+}
+
+test_twenty_parallel_execs() {
+  local c d i; c=$(cname execp); start_sleeper "$c" || return
+  d=$(mktemp -d)
+  for i in $(seq 1 20); do
+    (docker exec "$c" sh -c "echo r$i; exit $((i % 5))" > "$d/$i"; echo "rc=$?" >> "$d/$i") &
+  done
+  wait
+  for i in $(seq 1 20); do
+    expect_eq "exec $i output and status" "r$i rc=$((i % 5))" "$(xargs < "$d/$i")" || { rm -rf "$d"; return 1; }
+  done
+  rm -rf "$d"
+}
+
+test_noexec_refuses_exec() {
+  local c err; c=$(cname noexec); start_sleeper "$c" -e RUNQ_NOEXEC=1 || return
+  err=$(docker exec "$c" true 2>&1) && why "exec succeeded" && return 1
+  [[ "$err" == *"exec is disabled for this container"* ]] || why "message was: $err"
+}
+
+wait_health() { # CONTAINER STATUS
+  timeout 60 sh -c "until [ \"\$(docker inspect -f '{{.State.Health.Status}}' $1)\" = $2 ]; do sleep 0.2; done" ||
+    why "$1 never became $2 (is $(docker inspect -f '{{.State.Health.Status}}' "$1"))"
+}
+
+test_healthcheck_healthy_and_unhealthy() {
+  local good bad; good=$(cname healthy); bad=$(cname unhealthy)
+  "${RUNQ[@]}" -d --name "$good" --health-cmd 'test -e /tmp/ok' --health-interval 1s --health-retries 1 \
+    "$IMAGE" sh -c 'touch /tmp/ok; exec sleep 600' >/dev/null || why "start failed" || return
+  "${RUNQ[@]}" -d --name "$bad" --health-cmd 'test -e /tmp/never' --health-interval 1s --health-retries 1 \
+    "$IMAGE" sleep 600 >/dev/null || why "start failed" || return
+  wait_health "$good" healthy && wait_health "$bad" unhealthy
+}
+
+test_docker_top_and_stats() {
+  local c; c=$(cname top); start_sleeper "$c" || return
+  docker top "$c" | grep -q qemu-system || why "docker top does not list the VM's QEMU" || return
+  docker stats --no-stream --format '{{.MemUsage}}' "$c" | grep -q MiB || why "docker stats gave no memory figure"
+}
+
+test_runtime_args_from_daemon_json_and_sigusr() {
+  local c out
+  out=$(docker run --runtime runq-opts --rm "$IMAGE" sh -c 'nproc; awk "/MemTotal/ {print \$2}" /proc/meminfo' | xargs)
+  set -- $out
+  expect_eq "nproc with runtimeArgs --cpu 2" 2 "$1" || return
+  in_range "MemTotal kB with runtimeArgs --mem 300" "$2" 250000 307200 || return
+  out=$(docker run --runtime runq-opts --rm -e RUNQ_CPU=1 "$IMAGE" nproc)
+  expect_eq "RUNQ_CPU over runtimeArgs" 1 "$out" || return
+  c=$(cname sigusr)
+  docker run --runtime runq-opts -d --name "$c" "$IMAGE" sh -c \
+    'mkdir -p /.runq; printf "#!/bin/sh\necho hook-ran\n" > /.runq/SIGUSR1; chmod +x /.runq/SIGUSR1;
+     trap "echo workload-got-usr1" USR1; echo ready; while true; do sleep 0.1; done' >/dev/null || why "start failed" || return
+  wait_log "$c" ready || return
+  docker kill -s USR1 "$c" >/dev/null
+  wait_log "$c" hook-ran 20 || return
+  docker logs "$c" 2>&1 | grep -q workload-got-usr1 && why "with --sigusr the workload still got SIGUSR1" && return 1
+  return 0
+}
+
+test_containerd_ctr_run_with_runc_binary() {
+  local a=/run/docker/containerd/containerd.sock ns=runqtest out rc tar
+  [ -S $a ] || a=/run/containerd/containerd.sock
+  tar=$(mktemp)
+  docker save "$IMAGE" -o "$tar" && ctr -a $a -n $ns image import "$tar" >/dev/null || { rm -f "$tar"; why "image import failed"; return; }
+  rm -f "$tar"
+  out=$(timeout 120 ctr -a $a -n $ns run --rm --runc-binary /var/lib/runq/runq "docker.io/$IMAGE" "ctr-$$" sh -c 'uname -r; exit 5')
+  rc=$?
+  expect_eq "ctr run exit code" 5 $rc && expect_eq "ctr run output" "$(cat /var/lib/runq/qemu/kernel.version)" "$out"
+}
