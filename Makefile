@@ -8,7 +8,7 @@ TREE        := build/qemu
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
-	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs
+	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs iproute2
 
 .PHONY: all deps build tree install demo test unit integration bench clean lint
 

@@ -21,7 +21,7 @@ case "$arch" in
 esac
 # Guest modules wanted on the common path (dependencies are added from
 # modules.dep; built-in ones are skipped).
-modules=(virtio_mmio vmw_vsock_virtio_transport virtiofs virtio-rng)
+modules=(virtio_mmio vmw_vsock_virtio_transport virtiofs virtio-rng virtio_net)
 
 die() { echo "build-tree: $*" >&2; exit 1; }
 
@@ -43,6 +43,9 @@ copy_with_libs "$(command -v $qemu_bin)" /usr/bin/$qemu_bin
 copy_with_libs "$helpers/virtiofsd" /usr/bin/virtiofsd
 copy_with_libs "$helpers/vhost-device-vsock" /usr/bin/vhost-device-vsock
 install -m 0755 "$bins/runq-proxy" "$out/usr/bin/runq-proxy"
+# iproute2: the proxy reads and changes the container's links with it.
+copy_with_libs "$(command -v ip)" /usr/bin/ip
+copy_with_libs "$(command -v tc)" /usr/bin/tc
 # Debian builds the TCG accelerator as a QEMU module (dlopen'ed by path).
 qemu_mods=/usr/lib/$arch-linux-gnu/qemu
 mkdir -p "$out$qemu_mods"
@@ -64,6 +67,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{dev,proc,sys,rootfs,lib/modules}
 install -m 0755 "$bins/runq-init" "$stage/init"
+# busybox-static's ip applet configures the guest's network.
+mkdir -p "$stage/bin" && install -m 0755 /bin/busybox "$stage/bin/busybox"
 mknod -m 600 "$stage/dev/console" c 5 1
 moddir=/lib/modules/$kver
 declare -A seen=()

@@ -3,8 +3,10 @@
 //! ended, power off. Its own messages go to the console (a log file on the
 //! host side), never into the workload's stdout/stderr.
 
+mod dns;
 mod modules;
 mod mounts;
+mod net;
 mod reaper;
 mod session;
 mod workload;

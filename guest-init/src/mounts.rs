@@ -79,6 +79,25 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
             Some("mode=1777"),
         )?;
     }
+    if let Some(text) = &start.resolv_conf {
+        // Over Docker's file, in init's namespace (the workload's copies
+        // it): Docker's own stays untouched on the host.
+        let generated = "/resolv.conf";
+        fs::write(generated, text).context("writing the generated resolv.conf")?;
+        let target = r("/etc/resolv.conf");
+        if !Path::new(&target).exists() {
+            fs::create_dir_all(r("/etc"))?;
+            fs::write(&target, "")?;
+        }
+        mount(
+            Some(generated),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context("mounting the generated resolv.conf")?;
+    }
     if start.runqenv {
         fs::write(r("/.runqenv"), runqenv(&start.process.env)).context("writing /.runqenv")?;
     }

@@ -16,7 +16,7 @@ use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 
 use crate::reaper::Reaper;
 use crate::workload::{self, Target, Workload};
-use crate::{log, mounts};
+use crate::{dns, log, mounts, net};
 
 type Writer = Arc<Mutex<VsockStream>>;
 
@@ -33,6 +33,9 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone().context("cloning vsock")?));
     let setup = (|| -> Result<()> {
         mounts::mount_container_root(&start)?;
+        net::configure(&start.nics, &start.routes).context("configuring the network")?;
+        dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
+            .context("starting the embedded-DNS relay")?;
         if let Some(h) = &start.hostname {
             sethostname(h).context("setting the hostname")?;
         }

@@ -24,6 +24,13 @@ pub const CONTROL_PORT: u32 = 1024;
 /// vsock port in the guest where runq-init accepts exec connections.
 pub const EXEC_PORT: u32 = 1025;
 
+/// vsock port on the host where the proxy relays DNS-over-TCP streams to
+/// Docker's embedded DNS server (127.0.0.11 in the container's netns).
+pub const DNS_PORT: u32 = 1053;
+
+/// Docker's embedded DNS server address on user-defined networks.
+pub const DOCKER_DNS: &str = "127.0.0.11";
+
 /// Where the runtime mounts the per-container runq directory (holding
 /// `vm.json`) inside the proxy's container.
 pub const CONTAINER_RUNQ_DIR: &str = "/runq";

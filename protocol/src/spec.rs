@@ -111,6 +111,9 @@ pub struct VmSpec {
     /// instead of reaching the workload.
     #[serde(default)]
     pub sigusr: bool,
+    /// A generated /etc/resolv.conf (runq's DNS options), else Docker's.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 impl VmSpec {
@@ -158,6 +161,7 @@ mod tests {
             runqenv: false,
             noexec: false,
             sigusr: false,
+            resolv_conf: None,
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

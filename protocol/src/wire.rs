@@ -89,6 +89,32 @@ pub struct StartRequest {
     pub runqenv: bool,
     /// SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` (runtime option `--sigusr`).
     pub sigusr: bool,
+    /// The container's interfaces, now the guest's NICs, in order.
+    pub nics: Vec<NicConfig>,
+    /// Routes beyond those the addresses imply (default gateways...).
+    pub routes: Vec<RouteConfig>,
+    /// Replaces /etc/resolv.conf when runq's DNS options are set.
+    pub resolv_conf: Option<String>,
+}
+
+/// One container interface as the guest must configure it: the NIC with
+/// this MAC becomes `name` with these addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicConfig {
+    pub name: String,
+    pub mac: String,
+    pub mtu: u32,
+    /// `address/prefix`, IPv4 and IPv6.
+    pub addrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// `default` or `address/prefix`.
+    pub dst: String,
+    pub via: Option<String>,
+    pub dev: String,
+    pub ipv6: bool,
 }
 
 /// What the guest needs to run an additional process (`docker exec`).
@@ -221,6 +247,19 @@ mod tests {
             systemd: false,
             runqenv: true,
             sigusr: false,
+            nics: vec![NicConfig {
+                name: "eth0".into(),
+                mac: "02:42:ac:11:00:02".into(),
+                mtu: 1500,
+                addrs: vec!["172.17.0.2/16".into(), "fd00::2/64".into()],
+            }],
+            routes: vec![RouteConfig {
+                dst: "default".into(),
+                via: Some("172.17.0.1".into()),
+                dev: "eth0".into(),
+                ipv6: false,
+            }],
+            resolv_conf: Some("nameserver 10.0.0.1\n".into()),
         })));
     }
 

@@ -15,13 +15,24 @@ use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-/// Start `cmd` so that it dies with the proxy and logs to `log`.
-/// Must be called from the main thread: PDEATHSIG follows the thread
-/// that forked.
-pub fn spawn(cmd: &mut Command, log: &Path, keep_fd: Option<&OwnedFd>) -> Result<Child> {
+/// Start `cmd` so that it dies with the proxy and logs to `log`; `fds`
+/// are handed over as 3, 4, ... Must be called from the main thread:
+/// PDEATHSIG follows the thread that forked.
+pub fn spawn(cmd: &mut Command, log: &Path, fds: &[&OwnedFd]) -> Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
-    let keep = keep_fd.map(|fd| fd.as_raw_fd());
+    // Copies above any target number first, so that no dup2 below
+    // overwrites a source not yet moved (they close with `high`).
+    let high: Vec<OwnedFd> = fds
+        .iter()
+        .map(|fd| {
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that we own.
+                .map(|n| unsafe { OwnedFd::from_raw_fd(n) })
+        })
+        .collect::<Result<_, _>>()
+        .context("duplicating descriptors for a helper")?;
+    let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: prctl and dup2 are async-signal-safe and touch no memory of
     // the parent.
@@ -30,15 +41,9 @@ pub fn spawn(cmd: &mut Command, log: &Path, keep_fd: Option<&OwnedFd>) -> Result
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Hand over a listening socket as fd 3, without CLOEXEC (dup2
-            // clears it, but is a no-op when the fd is 3 already).
-            if let Some(fd) = keep {
-                let ok = if fd == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(fd, 3) == 3
-                };
-                if !ok {
+            // dup2 clears CLOEXEC on the targets; the sources are >= 100.
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -70,7 +75,7 @@ pub fn virtiofsd(dir: &str, socket: &Path, readonly: bool, log: &Path) -> Result
     if readonly {
         cmd.arg("--readonly");
     }
-    spawn(&mut cmd, log, Some(&fd))
+    spawn(&mut cmd, log, &[&fd])
 }
 
 /// vhost-device-vsock for guest CID 3. Guest connections to host port P
@@ -81,7 +86,7 @@ pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path) -> Result<Child> {
         .arg(format!("--socket={}", socket.display()))
         .arg(format!("--uds-path={}", uds.display()));
     let watch = SocketWatch::new(socket)?;
-    let child = spawn(&mut cmd, log, None)?;
+    let child = spawn(&mut cmd, log, &[])?;
     watch.wait(&child, Duration::from_secs(10))?;
     Ok(child)
 }

@@ -3,8 +3,10 @@
 //! workload's stdio and signals, and exits with the workload's status.
 
 mod arch;
+mod dns;
 mod exec;
 mod helpers;
+mod net;
 mod relay;
 mod vm;
 

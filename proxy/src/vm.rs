@@ -10,8 +10,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use runq_protocol::wire::{self, StartRequest};
 use runq_protocol::{Msg, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUN_DIR, CONTROL_PORT};
 
-use crate::arch::{self, Accel, HostInfo, TargetArch, VmPaths};
+use crate::arch::{self, Accel, HostInfo, NicArg, TargetArch, VmPaths};
+use crate::dns;
 use crate::helpers;
+use crate::net;
 use crate::relay;
 
 /// How long the guest may take from QEMU start to runq-init's call. TCG
@@ -36,12 +38,22 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let vsock_uds = PathBuf::from(VSOCK_UDS);
     let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
+    let (nics, routes) = net::attach_all()?;
+    dns::serve(VSOCK_UDS)?;
     let paths = VmPaths {
         kernel: "/kernel".into(),
         initrd: "/initrd".into(),
         console_log: run_path("console.log").to_string_lossy().into_owned(),
         vsock_socket: run_path("vsock.sock").to_string_lossy().into_owned(),
         virtiofs_socket: run_path("virtiofs.sock").to_string_lossy().into_owned(),
+        nics: nics
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NicArg {
+                fd: 3 + i as i32,
+                mac: n.config.mac.clone(),
+            })
+            .collect(),
     };
     let _virtiofsd = helpers::virtiofsd(
         CONTAINER_ROOTFS,
@@ -56,10 +68,14 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     )?;
 
     let arch = TargetArch::host();
-    let host = HostInfo { tsc_khz: tsc_khz() };
+    let host = HostInfo {
+        tsc_khz: tsc_khz(),
+        vhost_net: Path::new("/dev/vhost-net").exists(),
+    };
     let mut qemu_cmd = Command::new(arch::qemu_binary(arch));
     qemu_cmd.args(arch::qemu_args(&vm, arch, accel, &host, &paths));
-    let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), None)?;
+    let taps: Vec<&std::os::fd::OwnedFd> = nics.iter().map(|n| &n.tap).collect();
+    let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), &taps)?;
 
     let mut conn = wait_for_guest(&control, &qemu, &paths.console_log)?;
     wire::handshake(&mut conn).context("control handshake with runq-init")?;
@@ -78,6 +94,9 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         systemd: vm.systemd,
         runqenv: vm.runqenv,
         sigusr: vm.sigusr,
+        nics: nics.into_iter().map(|n| n.config).collect(),
+        routes,
+        resolv_conf: vm.resolv_conf.clone(),
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
     relay::run(

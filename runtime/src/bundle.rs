@@ -72,6 +72,11 @@ pub struct HostFacts {
     pub bounding_caps: u64,
     /// `/dev/kvm`, `/dev/net/tun`, `/dev/vhost-*` as far as they exist.
     pub devices: Vec<HostDevice>,
+    /// The macvtap character devices' major (dynamic; `/proc/devices`).
+    pub macvtap_major: Option<i64>,
+    /// Whether a namespace path names the host's network namespace
+    /// (Docker passes `--network host` as a path).
+    pub is_host_netns: fn(&Path) -> bool,
 }
 
 #[derive(Debug, Error)]
@@ -88,6 +93,10 @@ pub enum BundleError {
     BadCwd(PathBuf),
     #[error("unknown rlimit {0:?}")]
     BadRlimit(String),
+    #[error("--network host is not supported: the VM needs a network namespace of its own to take its interfaces from")]
+    HostNetwork,
+    #[error("--network container:... is not supported: that namespace's interfaces already belong to the other container's VM")]
+    SharedNetwork,
     #[error("building the rewritten spec failed: {0}")]
     Build(#[from] oci_spec::OciSpecError),
 }
@@ -131,6 +140,7 @@ pub fn rewrite(
     debug: bool,
 ) -> Result<Rewritten, BundleError> {
     let process = spec.process().clone().ok_or(BundleError::NoProcess)?;
+    check_network_namespace(&spec, host.is_host_netns)?;
     let root = spec.root().clone().ok_or(BundleError::NoRoot)?;
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
@@ -153,6 +163,7 @@ pub fn rewrite(
         runqenv: settings.runqenv,
         noexec: settings.noexec,
         sigusr: settings.sigusr,
+        resolv_conf: settings.resolv_conf.clone(),
         seccomp: spec
             .linux()
             .as_ref()
@@ -192,6 +203,17 @@ pub fn rewrite(
                     .map(device_rule)
                     .collect::<Result<Vec<_>, _>>()?,
             );
+            if let Some(major) = host.macvtap_major {
+                // Any minor: it is the macvtap's ifindex, known only later.
+                rules.push(
+                    LinuxDeviceCgroupBuilder::default()
+                        .allow(true)
+                        .typ(LinuxDeviceType::C)
+                        .major(major)
+                        .access("rwm")
+                        .build()?,
+                );
+            }
             res.set_devices(Some(rules));
         }
     }
@@ -271,6 +293,27 @@ fn guest_rlimits(p: &oci_spec::runtime::Process) -> Result<Vec<(u32, u64, u64)>,
             Ok((res, r.soft(), r.hard()))
         })
         .collect()
+}
+
+/// The VM takes over the interfaces of the container's own network
+/// namespace; the host's, or another container's, are not ours to take.
+fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<(), BundleError> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    match namespaces
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+    {
+        None => Err(BundleError::HostNetwork),
+        Some(n) => match n.path() {
+            Some(p) if is_host(p) => Err(BundleError::HostNetwork),
+            Some(_) => Err(BundleError::SharedNetwork),
+            None => Ok(()),
+        },
+    }
 }
 
 fn tree_root(tree: &Path) -> Result<Root, BundleError> {
@@ -450,6 +493,8 @@ mod tests {
                 major: 10,
                 minor: 232,
             }],
+            macvtap_major: Some(246),
+            is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
         }
     }
 
@@ -540,6 +585,7 @@ mod tests {
             .unwrap();
         assert!(!rules[0].allow(), "Docker's deny-all stays first");
         assert!(rules[1].allow() && rules[1].major() == Some(10) && rules[1].minor() == Some(232));
+        assert!(rules[2].allow() && rules[2].major() == Some(246) && rules[2].minor().is_none());
         assert_eq!(linux.masked_paths().as_ref().unwrap(), &["/proc/kcore"]);
     }
 
@@ -612,6 +658,28 @@ mod tests {
             .as_ref()
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn host_and_shared_network_namespaces_are_refused() {
+        let host = DOCKER_CONFIG.replace(r#"{"type": "network"}, "#, "");
+        assert!(matches!(run_rewrite(&host), Err(BundleError::HostNetwork)));
+        let shared = DOCKER_CONFIG.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/proc/42/ns/net"}"#,
+        );
+        assert!(matches!(
+            run_rewrite(&shared),
+            Err(BundleError::SharedNetwork)
+        ));
+        let host_path = DOCKER_CONFIG.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
+        );
+        assert!(matches!(
+            run_rewrite(&host_path),
+            Err(BundleError::HostNetwork)
+        ));
     }
 
     #[test]

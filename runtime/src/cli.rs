@@ -56,6 +56,18 @@ pub struct RuntimeOpts {
     /// refuse exec into containers
     #[arg(long)]
     pub noexec: bool,
+    /// nameservers for a generated /etc/resolv.conf, comma separated
+    #[arg(long)]
+    pub dns: Option<String>,
+    /// resolv.conf options, comma separated
+    #[arg(long)]
+    pub dns_opts: Option<String>,
+    /// resolv.conf search domains, comma separated
+    #[arg(long)]
+    pub dns_search: Option<String>,
+    /// never generate /etc/resolv.conf
+    #[arg(long)]
+    pub dns_preserve: bool,
     /// SIGUSR1/SIGUSR2 run /.runq/SIGUSR1 and /.runq/SIGUSR2 in the guest
     #[arg(long)]
     pub sigusr: bool,

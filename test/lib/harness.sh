@@ -39,9 +39,27 @@ cname() {
   echo "$n" >> "$_containers_file"
   echo "$n"
 }
+# Networks and host veth pairs a test created, removed after its
+# containers (recorded in files for the same reason as cname).
+_networks_file=$(mktemp)
+_links_file=$(mktemp)
+nname() {
+  local n="rqt-$1-$$-$RANDOM"
+  echo "$n" >> "$_networks_file"
+  echo "$n"
+}
+test_veth() { # test_veth NAME: a veth pair NAME/NAME-p, both up
+  echo "$1" >> "$_links_file"
+  ip link add "$1" type veth peer name "$1-p" && ip link set "$1" up && ip link set "$1-p" up
+}
 cleanup_containers() {
   local names
   names=$(cat "$_containers_file")
   [ -z "$names" ] || docker rm -f $names >/dev/null 2>&1 || true
   : > "$_containers_file"
+  names=$(cat "$_networks_file")
+  [ -z "$names" ] || docker network rm $names >/dev/null 2>&1 || true
+  : > "$_networks_file"
+  for l in $(cat "$_links_file"); do ip link del "$l" 2>/dev/null || true; done
+  : > "$_links_file"
 }

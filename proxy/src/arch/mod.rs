@@ -61,6 +61,15 @@ trait ArchOps {
 pub struct HostInfo {
     /// Host TSC frequency in kHz, where known (x86).
     pub tsc_khz: Option<u64>,
+    /// `/dev/vhost-net` is usable: virtio-net in the host kernel.
+    pub vhost_net: bool,
+}
+
+/// A NIC: the macvtap's tap fd as QEMU will see it, and the MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicArg {
+    pub fd: i32,
+    pub mac: String,
 }
 
 /// Files and sockets the VM is assembled from (paths as the proxy sees
@@ -72,6 +81,7 @@ pub struct VmPaths {
     pub console_log: String,
     pub vsock_socket: String,
     pub virtiofs_socket: String,
+    pub nics: Vec<NicArg>,
 }
 
 /// The QEMU binary for `arch`.
@@ -155,6 +165,14 @@ pub fn qemu_args(
             runq_protocol::ROOTFS_TAG
         ),
     ]);
+    for (i, nic) in paths.nics.iter().enumerate() {
+        let vhost = if host.vhost_net { ",vhost=on" } else { "" };
+        push(&["-netdev", &format!("tap,id=net{i},fd={}{vhost}", nic.fd)]);
+        push(&[
+            "-device",
+            &format!("virtio-net-{bus},netdev=net{i},mac={}", nic.mac),
+        ]);
+    }
     // Guests boot without waiting for entropy (hosts like these run low).
     push(&["-object", "rng-random,id=rng,filename=/dev/urandom"]);
     push(&["-device", &format!("virtio-rng-{bus},rng=rng")]);
@@ -184,6 +202,7 @@ mod tests {
             runqenv: false,
             noexec: false,
             sigusr: false,
+            resolv_conf: None,
         }
     }
 
@@ -194,6 +213,7 @@ mod tests {
             console_log: "/run/console.log".into(),
             vsock_socket: "/run/vsock.sock".into(),
             virtiofs_socket: "/run/virtiofs.sock".into(),
+            nics: vec![],
         }
     }
 
@@ -208,6 +228,7 @@ mod tests {
     fn host() -> HostInfo {
         HostInfo {
             tsc_khz: Some(2_999_998),
+            vhost_net: false,
         }
     }
 
@@ -315,6 +336,43 @@ mod tests {
                 assert!(!cmdline.contains(bad), "{ctx}: {bad} in {cmdline}");
             }
         }
+    }
+
+    #[test]
+    fn nics_per_arch_with_and_without_vhost() {
+        let mut p = paths();
+        p.nics = vec![
+            NicArg {
+                fd: 3,
+                mac: "02:42:ac:11:00:02".into(),
+            },
+            NicArg {
+                fd: 4,
+                mac: "02:42:ac:12:00:05".into(),
+            },
+        ];
+        let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &p);
+        assert_eq!(
+            values(&args, "-netdev"),
+            ["tap,id=net0,fd=3", "tap,id=net1,fd=4"]
+        );
+        let devices = values(&args, "-device");
+        assert!(devices.contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
+        assert!(devices.contains(&"virtio-net-device,netdev=net1,mac=02:42:ac:12:00:05"));
+        let vhost = HostInfo {
+            vhost_net: true,
+            ..host()
+        };
+        let args = qemu_args(&vm(), TargetArch::S390x, Accel::Kvm, &vhost, &p);
+        assert_eq!(values(&args, "-netdev")[0], "tap,id=net0,fd=3,vhost=on");
+        assert!(
+            values(&args, "-device").contains(&"virtio-net-ccw,netdev=net0,mac=02:42:ac:11:00:02")
+        );
+        let none = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &paths());
+        assert!(
+            values(&none, "-netdev").is_empty(),
+            "--network none: no NIC"
+        );
     }
 
     #[test]

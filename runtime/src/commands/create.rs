@@ -132,8 +132,25 @@ fn host_facts() -> Result<HostFacts> {
             minor: nix::sys::stat::minor(rdev) as i64,
         });
     }
+    let macvtap_major = fs::read_to_string("/proc/devices").ok().and_then(|t| {
+        t.lines().find_map(|l| {
+            let (num, name) = l.trim().split_once(' ')?;
+            (name == "macvtap").then(|| num.parse().ok()).flatten()
+        })
+    });
     Ok(HostFacts {
         bounding_caps,
         devices,
+        macvtap_major,
+        is_host_netns,
     })
+}
+
+/// Same namespace inode as the runtime's own (which is the host's).
+fn is_host_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(path), fs::metadata("/proc/self/ns/net")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
