@@ -104,17 +104,20 @@ test_runqenv_off_by_default() {
   return 0
 }
 
+# reboot(2) needs CAP_SYS_BOOT, as under runc: an init system gets it.
 test_systemd_mode_exit_codes() {
-  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" poweroff -f; expect_eq "poweroff with RUNQ_SYSTEMD" 0 $? || return
-  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" halt -f; expect_eq "halt with RUNQ_SYSTEMD" 0 $? || return
-  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" true; expect_eq "other end with RUNQ_SYSTEMD" 1 $? || return
-  "${RUNQ[@]}" --rm "$IMAGE" poweroff -f; expect_eq "poweroff without RUNQ_SYSTEMD (SIGINT, as runc)" 130 $?
+  local boot="--cap-add SYS_BOOT"
+  "${RUNQ[@]}" --rm $boot -e RUNQ_SYSTEMD=1 "$IMAGE" poweroff -f; expect_eq "poweroff with RUNQ_SYSTEMD" 0 $? || return
+  "${RUNQ[@]}" --rm $boot -e RUNQ_SYSTEMD=1 "$IMAGE" halt -f; expect_eq "halt with RUNQ_SYSTEMD" 0 $? || return
+  "${RUNQ[@]}" --rm $boot -e RUNQ_SYSTEMD=1 "$IMAGE" true; expect_eq "other end with RUNQ_SYSTEMD" 1 $? || return
+  "${RUNQ[@]}" --rm $boot "$IMAGE" poweroff -f; expect_eq "poweroff without RUNQ_SYSTEMD (SIGINT, as runc)" 130 $? || return
+  "${RUNQ[@]}" --rm -e RUNQ_SYSTEMD=1 "$IMAGE" poweroff -f; expect_eq "poweroff without CAP_SYS_BOOT fails, as runc" 1 $?
 }
 
 test_systemd_mode_sigterm_becomes_sigrtmin_plus_4() {
   local c; c=$(cname systemd)
   # glibc's SIGRTMIN is 34: systemd's SIGRTMIN+4 is 38.
-  "${RUNQ[@]}" -d --name "$c" -e RUNQ_SYSTEMD=1 "$IMAGE" sh -c \
+  "${RUNQ[@]}" -d --name "$c" --cap-add SYS_BOOT -e RUNQ_SYSTEMD=1 "$IMAGE" sh -c \
     'trap "echo got-rtmin4; poweroff -f" 38; trap "echo got-term" TERM; echo ready; while true; do sleep 0.1; done' >/dev/null ||
     why "start failed" || return
   wait_log "$c" ready || return

@@ -62,22 +62,12 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
-    mount_fs(
-        "shm",
-        &r("/dev/shm"),
-        "tmpfs",
-        nosuid,
-        Some("mode=1777,size=65536k"),
-    )?;
+    let shm = format!("mode=1777,size={}", start.shm_size.unwrap_or(64 << 20));
+    mount_fs("shm", &r("/dev/shm"), "tmpfs", nosuid, Some(&shm))?;
     mount_fs("mqueue", &r("/dev/mqueue"), "mqueue", nosuid, None)?;
     for t in &start.tmpfs {
-        mount_fs(
-            "tmpfs",
-            &r(t),
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )?;
+        let (flags, data) = tmpfs_options(&t.options);
+        mount_fs("tmpfs", &r(&t.dest), "tmpfs", flags, Some(&data))?;
     }
     if let Some(text) = &start.resolv_conf {
         // Over Docker's file, in init's namespace (the workload's copies
@@ -150,6 +140,33 @@ fn populate_dev(dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// Docker's tmpfs options split into mount flags and tmpfs data.
+fn tmpfs_options(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            // runc/crun extension: copy the image's content up; the guest
+            // sees an empty tmpfs, like runc without it.
+            "rw" | "suid" | "dev" | "exec" | "tmpcopyup" => {}
+            // Propagation flags mean nothing inside the guest.
+            p if p.ends_with("private") || p.ends_with("shared") || p.ends_with("slave") => {}
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
 /// `/.runqenv`: the environment as shell `export KEY="value"` lines.
 fn runqenv(env: &[String]) -> String {
     let mut out = String::new();
@@ -169,7 +186,30 @@ fn runqenv(env: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::runqenv;
+    use super::{runqenv, tmpfs_options};
+    use nix::mount::MsFlags;
+
+    #[test]
+    fn tmpfs_options_split_into_flags_and_data() {
+        let o: Vec<String> = [
+            "rw",
+            "nosuid",
+            "nodev",
+            "noexec",
+            "rprivate",
+            "size=65536k",
+            "strictatime",
+            "mode=1770",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (flags, data) = tmpfs_options(&o);
+        let want =
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME;
+        assert_eq!(flags, want);
+        assert_eq!(data, "size=65536k,mode=1770");
+    }
 
     #[test]
     fn runqenv_quotes_for_the_shell() {

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, chroot, fchdir, setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
-use runq_protocol::ProcessSpec;
+use runq_protocol::{CapSets, ProcessSpec};
 
 use crate::mounts::ROOT_C;
 
@@ -112,6 +112,7 @@ pub fn spawn(
         .collect();
     let (uid, gid) = (Uid::from_raw(p.uid), Gid::from_raw(p.gid));
     let terminal = p.terminal;
+    let (caps, no_new_privs) = (p.capabilities, p.no_new_privileges);
     let rlimits: Vec<(u32, libc::rlimit)> = p
         .rlimits
         .iter()
@@ -176,9 +177,23 @@ pub fn spawn(
             // runc creates a missing cwd; best effort, chdir reports.
             libc::mkdir(cwd.as_ptr(), 0o755);
             chdir(cwd.as_c_str())?;
+            if let Some(c) = &caps {
+                drop_bounding(c.bounding)?;
+                // Keep the permitted set across the uid change; capset
+                // below brings back the effective one, as runc does.
+                if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             setgroups(&groups)?;
             setgid(gid)?;
             setuid(uid)?;
+            if let Some(c) = &caps {
+                set_caps(c)?;
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -215,6 +230,67 @@ pub fn spawn(
         },
     };
     Ok(w)
+}
+
+/// Drop every capability outside `bounding` from the bounding set.
+/// Between fork and exec: system calls only.
+fn drop_bounding(bounding: u64) -> io::Result<()> {
+    for cap in 0..64 {
+        if bounding & (1u64 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            let e = io::Error::last_os_error();
+            // Numbers beyond the kernel's last capability do not exist.
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Effective, permitted and inheritable sets (capset v3), then ambient.
+fn set_caps(c: &CapSets) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let half = |m: u64, hi: bool| if hi { (m >> 32) as u32 } else { m as u32 };
+    let data = [false, true].map(|hi| Data {
+        effective: half(c.effective, hi),
+        permitted: half(c.permitted, hi),
+        inheritable: half(c.inheritable, hi),
+    });
+    // SAFETY: capset reads one header and two data structs (v3), all on
+    // our stack for the duration of the call.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for cap in 0..64u64 {
+        if c.ambient & (1 << cap) != 0 {
+            // SAFETY: prctl with integer arguments.
+            let r =
+                unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A private mount namespace whose root is the container root.

@@ -37,6 +37,15 @@ pub fn to_argv(p: &ProcessSpec) -> Vec<String> {
     for (r, s, h) in &p.rlimits {
         v.push(format!("--rlimit={r}:{s}:{h}"));
     }
+    if let Some(c) = &p.capabilities {
+        v.push(format!(
+            "--caps={:x}:{:x}:{:x}:{:x}:{:x}",
+            c.bounding, c.effective, c.permitted, c.inheritable, c.ambient
+        ));
+    }
+    if p.no_new_privileges {
+        v.push("--no-new-privs".into());
+    }
     v.push("--".into());
     v.extend(p.args.iter().cloned());
     v
@@ -74,6 +83,21 @@ pub fn from_argv(args: &[String], env: Vec<String>) -> Result<ProcessSpec, ExecA
                 let n64 = |x: &str| x.parse::<u64>().map_err(|_| bad(a));
                 p.rlimits.push((num(r, a)?, n64(s)?, n64(h)?));
             }
+            Some(("--caps", v)) => {
+                let hex = |x: &str| u64::from_str_radix(x, 16).map_err(|_| bad(a));
+                let f: Vec<&str> = v.split(':').collect();
+                let [b, e, pm, i, am] = f[..] else {
+                    return Err(bad(a));
+                };
+                p.capabilities = Some(crate::spec::CapSets {
+                    bounding: hex(b)?,
+                    effective: hex(e)?,
+                    permitted: hex(pm)?,
+                    inheritable: hex(i)?,
+                    ambient: hex(am)?,
+                });
+            }
+            None if a == "--no-new-privs" => p.no_new_privileges = true,
             None if a == "--tty" => p.terminal = true,
             _ => return Err(bad(a)),
         }
@@ -96,6 +120,14 @@ mod tests {
             additional_gids: vec![1, 2],
             terminal: true,
             rlimits: vec![(7, 1024, 4096)],
+            capabilities: Some(crate::spec::CapSets {
+                bounding: 0xa80425fb,
+                effective: 0xa80425fb,
+                permitted: 0xa80425fb,
+                inheritable: 0,
+                ambient: 1 << 10,
+            }),
+            no_new_privileges: true,
         };
         let argv = to_argv(&p);
         assert_eq!(argv[0], "exec");

@@ -10,7 +10,9 @@ pub mod exec_args;
 pub mod spec;
 pub mod wire;
 
-pub use spec::{rlimit_resource, Accel, ProcessSpec, Share, VmSpec, RLIMIT_NAMES};
+pub use spec::{
+    rlimit_resource, Accel, CapSets, ProcessSpec, Share, TmpfsMount, VmSpec, RLIMIT_NAMES,
+};
 pub use wire::{ExitStatus, Msg, WireError};
 
 /// Wire protocol version; host and guest must agree exactly, since both are

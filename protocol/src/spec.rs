@@ -40,6 +40,30 @@ pub struct ProcessSpec {
     /// `(resource, soft, hard)`; resource numbers index [`RLIMIT_NAMES`].
     #[serde(default)]
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// Capability sets as bit masks (bit N = capability number N);
+    /// `None` leaves the process with init's (all).
+    #[serde(default)]
+    pub capabilities: Option<CapSets>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+/// A tmpfs in the guest, with mount options as Docker writes them
+/// (`nosuid`, `size=64m`, `mode=1777`...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TmpfsMount {
+    pub dest: String,
+    pub options: Vec<String>,
+}
+
+/// The five capability sets of a process, as bit masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CapSets {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
 }
 
 /// OCI rlimit names by Linux resource number (the same on x86_64 and
@@ -88,9 +112,13 @@ pub struct VmSpec {
     /// Mount the shared root read-only in the guest.
     #[serde(default)]
     pub readonly_root: bool,
-    /// Extra tmpfs mount points in the guest (runtime option `--tmpfs`).
+    /// tmpfs mounts in the guest: Docker's `--tmpfs` and the runtime
+    /// option `--tmpfs`.
     #[serde(default)]
-    pub tmpfs: Vec<String>,
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Size of /dev/shm in bytes (Docker's `--shm-size`).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// The workload's OCI seccomp profile, moved from the container (where
     /// QEMU runs) to the guest, verbatim.
     #[serde(default)]
@@ -154,7 +182,11 @@ mod tests {
                 ..Default::default()
             },
             readonly_root: true,
-            tmpfs: vec!["/tmp".into()],
+            tmpfs: vec![TmpfsMount {
+                dest: "/tmp".into(),
+                options: vec!["size=1m".into()],
+            }],
+            shm_size: None,
             seccomp: None,
             debug: false,
             systemd: true,

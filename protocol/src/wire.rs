@@ -78,7 +78,8 @@ pub struct StartRequest {
     pub process: ProcessSpec,
     pub hostname: Option<String>,
     pub readonly_root: bool,
-    pub tmpfs: Vec<String>,
+    pub tmpfs: Vec<crate::spec::TmpfsMount>,
+    pub shm_size: Option<u64>,
     /// The caller's terminal size (rows, cols), applied before the
     /// workload starts so that its first `stty size` is right.
     pub winsize: Option<(u16, u16)>,
@@ -243,6 +244,7 @@ mod tests {
             hostname: None,
             readonly_root: false,
             tmpfs: vec![],
+            shm_size: Some(1 << 20),
             winsize: Some((24, 80)),
             systemd: false,
             runqenv: true,

@@ -86,6 +86,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         hostname: vm.hostname.clone(),
         readonly_root: vm.readonly_root,
         tmpfs: vm.tmpfs.clone(),
+        shm_size: vm.shm_size,
         winsize: if vm.process.terminal {
             relay::window_size()
         } else {

@@ -13,7 +13,9 @@ use oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, ProcessBuilder, Root,
     RootBuilder, Spec, UserBuilder,
 };
-use runq_protocol::{ProcessSpec, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR};
+use runq_protocol::{
+    ProcessSpec, TmpfsMount, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR,
+};
 use thiserror::Error;
 
 use crate::options::{DockerSizing, Settings};
@@ -93,6 +95,8 @@ pub enum BundleError {
     BadCwd(PathBuf),
     #[error("unknown rlimit {0:?}")]
     BadRlimit(String),
+    #[error("unknown capability {0:?}")]
+    BadCapability(String),
     #[error("--network host is not supported: the VM needs a network namespace of its own to take its interfaces from")]
     HostNetwork,
     #[error("--network container:... is not supported: that namespace's interfaces already belong to the other container's VM")]
@@ -158,7 +162,15 @@ pub fn rewrite(
         hostname: spec.hostname().clone(),
         process: process_spec(&process)?,
         readonly_root: root.readonly().unwrap_or(false),
-        tmpfs: settings.tmpfs.clone(),
+        tmpfs: settings
+            .tmpfs
+            .iter()
+            .map(|dest| TmpfsMount {
+                dest: dest.clone(),
+                options: vec!["nosuid".into(), "nodev".into(), "mode=1777".into()],
+            })
+            .collect(),
+        shm_size: shm_size(&spec),
         systemd: settings.systemd,
         runqenv: settings.runqenv,
         noexec: settings.noexec,
@@ -172,11 +184,11 @@ pub fn rewrite(
         debug,
     };
 
-    spec.set_mounts(Some(rewrite_mounts(
-        spec.mounts().clone().unwrap_or_default(),
-        &rootfs,
-        bundle,
-    )?));
+    let (mounts, tmpfs) =
+        rewrite_mounts(spec.mounts().clone().unwrap_or_default(), &rootfs, bundle)?;
+    spec.set_mounts(Some(mounts));
+    let mut vm = vm;
+    vm.tmpfs.extend(tmpfs);
     spec.set_root(Some(tree_root(tree)?));
     spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
 
@@ -263,6 +275,35 @@ pub fn process_spec(process: &oci_spec::runtime::Process) -> Result<ProcessSpec,
         additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
         terminal: process.terminal().unwrap_or(false),
         rlimits: guest_rlimits(process)?,
+        capabilities: process.capabilities().as_ref().map(cap_sets).transpose()?,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+    })
+}
+
+/// OCI capability sets as bit masks for the guest (an absent set is
+/// empty, as runc treats it).
+fn cap_sets(
+    c: &oci_spec::runtime::LinuxCapabilities,
+) -> Result<runq_protocol::CapSets, BundleError> {
+    let mask = |set: &Option<oci_spec::runtime::Capabilities>| -> Result<u64, BundleError> {
+        let mut m = 0u64;
+        for cap in set.iter().flatten() {
+            let name = serde_json::to_value(cap)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let parsed: caps::Capability =
+                name.parse().map_err(|_| BundleError::BadCapability(name))?;
+            m |= 1u64 << parsed.index();
+        }
+        Ok(m)
+    };
+    Ok(runq_protocol::CapSets {
+        bounding: mask(c.bounding())?,
+        effective: mask(c.effective())?,
+        permitted: mask(c.permitted())?,
+        inheritable: mask(c.inheritable())?,
+        ambient: mask(c.ambient())?,
     })
 }
 
@@ -323,11 +364,39 @@ fn tree_root(tree: &Path) -> Result<Root, BundleError> {
         .build()?)
 }
 
+/// Docker's `--shm-size`, from the /dev/shm tmpfs it asks for.
+fn shm_size(spec: &Spec) -> Option<u64> {
+    let m = spec
+        .mounts()
+        .as_ref()?
+        .iter()
+        .find(|m| m.destination() == Path::new("/dev/shm"))?;
+    m.options()
+        .iter()
+        .flatten()
+        .find_map(|o| o.strip_prefix("size="))
+        .and_then(parse_size)
+}
+
+/// `100663296`, `64k`, `96m`, `1g` (mount(8) size syntax) in bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()?.to_ascii_lowercase() {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Mounts for the container (Docker's moved under /rootfs) and the tmpfs
+/// mounts that belong in the guest (a host tmpfs seen through virtiofs
+/// would be no tmpfs to the workload).
 fn rewrite_mounts(
     mounts: Vec<Mount>,
     rootfs: &Path,
     bundle: &Path,
-) -> Result<Vec<Mount>, BundleError> {
+) -> Result<(Vec<Mount>, Vec<TmpfsMount>), BundleError> {
     let mut out = vec![
         // First, so that Docker's mounts below land inside it.
         MountBuilder::default()
@@ -354,17 +423,26 @@ fn rewrite_mounts(
             .options(vec!["bind".into(), "ro".into()])
             .build()?,
     ];
+    let mut guest_tmpfs = Vec::new();
     for mut m in mounts {
         let dest = m.destination().clone();
         if !is_clean_absolute(&dest) {
             return Err(BundleError::BadDestination(dest));
         }
-        if !CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
+        let system = CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest);
+        if !system && m.typ().as_deref() == Some("tmpfs") {
+            guest_tmpfs.push(TmpfsMount {
+                dest: dest.to_string_lossy().into_owned(),
+                options: m.options().clone().unwrap_or_default(),
+            });
+            continue;
+        }
+        if !system {
             m.set_destination(under_rootfs(&dest));
         }
         out.push(m);
     }
-    Ok(out)
+    Ok((out, guest_tmpfs))
 }
 
 fn proxy_process(
@@ -471,7 +549,8 @@ mod tests {
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
         {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/docker/c/hosts", "options": ["rbind", "rprivate"]},
-        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]}
+        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["rw", "nosuid", "size=65536k"]}
       ],
       "hooks": {"prestart": [{"path": "/proc/1/exe", "args": ["libnetwork-setkey", "abc"]}]},
       "linux": {
@@ -539,6 +618,15 @@ mod tests {
         assert_eq!(vm.mem_mib, 512, "docker --memory sizes the guest");
         assert_eq!(vm.seccomp.unwrap()["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(vm.process.rlimits, [(7, 1024, 4096)]);
+        let caps = vm.process.capabilities.unwrap();
+        assert_eq!(caps.bounding, (1 << 0) | (1 << 5), "CAP_CHOWN, CAP_KILL");
+        assert_eq!(caps.effective, 1 << 0);
+        assert_eq!(
+            (caps.permitted, caps.ambient),
+            (0, 0),
+            "absent sets are empty"
+        );
+        assert!(vm.process.no_new_privileges);
     }
 
     #[test]
@@ -616,6 +704,39 @@ mod tests {
         assert_eq!(m.source().as_deref(), Some(Path::new("/b/rootfs")));
         let data = &r.spec.mounts().as_ref().unwrap()[6];
         assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn shm_size_comes_from_dockers_dev_shm_mount() {
+        let with_shm = DOCKER_CONFIG.replace(
+            r#"{"destination": "/proc","#,
+            r#"{"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "size=100663296"]},
+        {"destination": "/proc","#,
+        );
+        assert_eq!(run_rewrite(&with_shm).unwrap().vm.shm_size, Some(96 << 20));
+        assert_eq!(run_rewrite(DOCKER_CONFIG).unwrap().vm.shm_size, None);
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("12x"), None);
+    }
+
+    #[test]
+    fn dockers_tmpfs_mounts_go_to_the_guest() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        assert!(!r
+            .spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.destination().ends_with("scratch")));
+        assert_eq!(
+            r.vm.tmpfs,
+            [TmpfsMount {
+                dest: "/scratch".into(),
+                options: vec!["rw".into(), "nosuid".into(), "size=65536k".into()],
+            }]
+        );
     }
 
     #[test]

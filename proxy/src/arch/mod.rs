@@ -196,6 +196,7 @@ mod tests {
             process: ProcessSpec::default(),
             readonly_root: false,
             tmpfs: vec![],
+            shm_size: None,
             seccomp: None,
             debug: false,
             systemd: false,
