@@ -27,6 +27,10 @@ pub enum OptionError {
     Accel { setting: String, value: String },
     #[error("{setting}={value:?}: share must be virtiofs or 9p")]
     Share { setting: String, value: String },
+    #[error(
+        "{setting}=9p: the installed guest kernel (Debian's cloud kernel) has no 9p; use virtiofs"
+    )]
+    NinePUnavailable { setting: String },
     #[error("{setting}={value:?}: tmpfs mount points must be absolute paths without '..'")]
     Tmpfs { setting: String, value: String },
     #[error("{setting}={value:?}: must be 1/true or 0/false")]
@@ -254,7 +258,8 @@ pub fn resolve(
         None => Share::Virtiofs,
         Some(c) => match c.value.as_str() {
             "virtiofs" => Share::Virtiofs,
-            "9p" => Share::NineP,
+            // Debian's cloud kernel, the one installed, lacks 9p.
+            "9p" => return Err(OptionError::NinePUnavailable { setting: c.setting }),
             _ => {
                 return Err(OptionError::Share {
                     setting: c.setting,
@@ -395,6 +400,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::Share { .. }));
+        let e = resolve(&RuntimeOpts::default(), &env(&["RUNQ_SHARE=9p"]), NO_DOCKER).unwrap_err();
+        assert!(e.to_string().contains("has no 9p"), "{e}");
         let e = resolve(
             &RuntimeOpts::default(),
             &env(&["RUNQ_TMPFS=/a,../b"]),
