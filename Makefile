@@ -10,7 +10,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
 	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs iproute2
 
-.PHONY: all deps build tree install demo test unit integration bench clean lint
+.PHONY: all deps build tree install install-containerd demo test unit integration bench clean lint
 
 all: build tree
 
@@ -42,6 +42,11 @@ install: deps tree
 	mv $(PREFIX)/qemu.new $(PREFIX)/qemu && rm -rf $(PREFIX)/qemu.old
 	test/lib/register-docker.sh $(PREFIX)/runq
 	test/lib/dockerd.sh ensure
+
+## install-containerd (opt-in): runtime class "runq" in /etc/containerd/config.toml
+install-containerd: install
+	contrib/containerd-register.sh /etc/containerd/config.toml $(PREFIX)/runq
+	@echo "restart containerd to pick it up"
 
 ## demo: install if needed, then run a container in a VM and show it
 demo:

@@ -112,3 +112,19 @@ test_containerd_ctr_run_with_runc_binary() {
   rc=$?
   expect_eq "ctr run exit code" 5 $rc && expect_eq "ctr run output" "$(cat /var/lib/runq/qemu/kernel.version)" "$out"
 }
+
+test_containerd_config_registration_merges_and_is_idempotent() {
+  local d; d=$(mktemp -d)
+  printf 'version = 2\nroot = "/var/lib/containerd"\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n' > "$d/config.toml"
+  contrib/containerd-register.sh "$d/config.toml" /var/lib/runq/runq >/dev/null || { rm -rf "$d"; why "registration failed"; return; }
+  contrib/containerd-register.sh "$d/config.toml" /var/lib/runq/runq >/dev/null || { rm -rf "$d"; why "second registration failed"; return; }
+  local out
+  out=$(python3 -c '
+import sys, tomllib
+c = tomllib.load(open(sys.argv[1], "rb"))
+r = c["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+print(c["root"], r["runc"]["runtime_type"], r["runq"]["runtime_type"], r["runq"]["options"]["BinaryName"])' "$d/config.toml")
+  expect_eq "merged config" "/var/lib/containerd io.containerd.runc.v2 io.containerd.runc.v2 /var/lib/runq/runq" "$out" || { rm -rf "$d"; return 1; }
+  contrib/containerd-register.sh "$d/config.toml" /other/runq >/dev/null 2>&1 && { rm -rf "$d"; why "a conflicting definition was overwritten"; return 1; }
+  rm -rf "$d"
+}

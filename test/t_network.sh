@@ -54,18 +54,21 @@ test_two_networks_connected_before_start() {
   local n1 n2 c out want n; n1=$(nname first); n2=$(nname second); c=$(cname twonets)
   docker network create "$n1" >/dev/null && docker network create "$n2" >/dev/null || why "network create failed" || return
   docker create --runtime runq --name "$c" --network "$n1" "$IMAGE" sh -c \
-    'echo "addrs: $(ip -o -4 addr | awk "{print \$2, \$4}" | xargs)"; exec sleep 600' >/dev/null || why "create failed" || return
+    'echo "addrs: $(ip -o -4 addr | awk "{print \$2, \$4}" | sort | xargs)"; exec sleep 600' >/dev/null || why "create failed" || return
   docker network connect "$n2" "$c" || why "network connect failed" || return
   docker start "$c" >/dev/null || why "start failed" || return
   wait_log "$c" addrs: || return
   out=$(docker logs "$c" | sed -n 's/^addrs: //p')
-  want="lo 127.0.0.1/8"
+  want=""
   local i=0
   for n in "$n1" "$n2"; do
-    want+=" eth$i $(docker inspect -f "{{(index .NetworkSettings.Networks \"$n\").IPAddress}}/{{(index .NetworkSettings.Networks \"$n\").IPPrefixLen}}" "$c")"
+    want+="eth$i $(docker inspect -f "{{(index .NetworkSettings.Networks \"$n\").IPAddress}}/{{(index .NetworkSettings.Networks \"$n\").IPPrefixLen}}" "$c") "
     i=$((i + 1))
   done
-  expect_eq "guest interfaces and addresses, in the container's order" "$want" "$out"
+  want+="lo 127.0.0.1/8"
+  # names and addresses as the container has them (the guest's ifindex
+  # order follows virtio-mmio probing, not the container's)
+  expect_eq "guest interfaces and their addresses" "$want" "$out"
 }
 
 test_static_ip_mtu_and_network_none() {

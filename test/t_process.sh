@@ -61,30 +61,18 @@ test_tty_under_a_real_pty() {
 
 test_ctrl_c_reaches_a_tty_workload() {
   local out
-  out=$(python3 - "$IMAGE" <<'PY'
-import os, pty, select, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp("docker", ["docker", "run", "--runtime", "runq", "--rm", "-it", sys.argv[1], "sh", "-c",
-              "trap 'echo GOT-INT; exit 7' INT; echo READY; while true; do sleep 0.1; done"])
-buf, deadline, sent = b"", time.time() + 60, False
-while time.time() < deadline:
-    r, _, _ = select.select([fd], [], [], 1)
-    if r:
-        try:
-            data = os.read(fd, 1024)
-        except OSError:
-            break
-        if not data:
-            break
-        buf += data
-    if b"READY" in buf and not sent:
-        os.write(fd, b"\x03"); sent = True
-_, status = os.waitpid(pid, 0)
-print("GOT-INT" in buf.decode(errors="replace"), os.waitstatus_to_exitcode(status))
-PY
-)
-  expect_eq "Ctrl-C trapped and exit code" "True 7" "$out"
+  out=$(python3 test/lib/pty_run.py ctrl-c GOT-INT -- docker run --runtime runq --rm -it "$IMAGE" sh -c \
+    "trap 'echo GOT-INT; exit 7' INT; echo READY; while true; do sleep 0.1; done")
+  expect_eq "Ctrl-C trapped, and the exit code" "GOT-INT 7" "$out"
+}
+
+# The caller's terminal changes size: docker client -> daemon -> shim ->
+# the container's pty -> proxy SIGWINCH -> guest pty -> workload.
+test_tty_resize_reaches_the_workload() {
+  local out
+  out=$(python3 test/lib/pty_run.py resize:41:123 SIZE -- docker run --runtime runq --rm -it "$IMAGE" sh -c \
+    "trap 'echo SIZE \$(stty size); exit 0' WINCH; echo READY; while true; do sleep 0.1; done")
+  expect_eq "size seen by the workload after the resize, and the exit code" "SIZE 41 123 0" "$out"
 }
 
 test_attach_only_stdout() {

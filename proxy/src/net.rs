@@ -127,19 +127,28 @@ fn routes_from_json(json: &str, ipv6: bool, nics: &[NicConfig]) -> Result<Vec<Ro
         .collect())
 }
 
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
+/// Run an iproute2 tool from the QEMU tree; its stdout.
+fn run(tool: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(tool)
         .args(args)
         .output()
-        .context("running ip (iproute2, from the QEMU tree)")?;
+        .with_context(|| format!("running {tool} (iproute2, from the QEMU tree)"))?;
     if !out.status.success() {
         bail!(
-            "ip {}: {}",
+            "{tool} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+fn tc(args: &[&str]) -> Result<()> {
+    run("tc", args).map(drop)
 }
 
 /// Take over every Ethernet interface of the container's netns.
@@ -164,21 +173,6 @@ pub fn attach_all() -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
         nics.push(Nic { config, tap });
     }
     Ok((nics, routes))
-}
-
-fn tc(args: &[&str]) -> Result<()> {
-    let out = Command::new("tc")
-        .args(args)
-        .output()
-        .context("running tc (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "tc {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// A tap device `name` whose traffic and `dev`'s are redirected to each

@@ -336,8 +336,26 @@ fn guest_rlimits(p: &oci_spec::runtime::Process) -> Result<Vec<(u32, u64, u64)>,
         .collect()
 }
 
+/// CRI (Kubernetes) marks its containers with this annotation.
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// A CRI pod sandbox (the pause container) only holds the pod's
+/// namespaces: it runs under the lower runtime as it is, no VM.
+pub fn is_cri_sandbox(spec: &Spec) -> bool {
+    cri_container_type(spec) == Some("sandbox")
+}
+
+fn cri_container_type(spec: &Spec) -> Option<&str> {
+    spec.annotations()
+        .as_ref()?
+        .get(CRI_CONTAINER_TYPE)
+        .map(String::as_str)
+}
+
 /// The VM takes over the interfaces of the container's own network
 /// namespace; the host's, or another container's, are not ours to take.
+/// A CRI pod's container joins the pod's namespace by path: its VM takes
+/// the pod's interfaces.
 fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<(), BundleError> {
     let namespaces = spec
         .linux()
@@ -351,6 +369,7 @@ fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<()
         None => Err(BundleError::HostNetwork),
         Some(n) => match n.path() {
             Some(p) if is_host(p) => Err(BundleError::HostNetwork),
+            Some(_) if cri_container_type(spec) == Some("container") => Ok(()),
             Some(_) => Err(BundleError::SharedNetwork),
             None => Ok(()),
         },
@@ -801,6 +820,16 @@ mod tests {
             run_rewrite(&host_path),
             Err(BundleError::HostNetwork)
         ));
+        // A Kubernetes pod's container joins the pod's netns by path.
+        let pod = shared.replace(
+            r#""hostname": "abc","#,
+            r#""hostname": "abc", "annotations": {"io.kubernetes.cri.container-type": "container"},"#,
+        );
+        assert!(run_rewrite(&pod).is_ok());
+        let sandbox: Spec =
+            serde_json::from_str(&pod.replace(r#""container"}"#, r#""sandbox"}"#)).unwrap();
+        assert!(is_cri_sandbox(&sandbox));
+        assert!(!is_cri_sandbox(&serde_json::from_str(&pod).unwrap()));
     }
 
     #[test]

@@ -56,6 +56,9 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         bail!("bundle {} was already prepared by runq", bundle.display());
     }
     let spec = Spec::load(&config).with_context(|| format!("{}", config.display()))?;
+    if bundle::is_cri_sandbox(&spec) {
+        return Ok(()); // the pause container: runc runs it unchanged
+    }
     check_tree(&cli.opts.qemu_tree)?;
     let env = spec
         .process()
