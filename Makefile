@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 PREFIX      ?= /var/lib/runq
 HELPERS     ?= /var/cache/runq/cargo
-ARCH_TARGET ?= $(shell uname -m)-unknown-linux-gnu
+HOST_ARCH   := $(shell uname -m)
+ARCH        ?= $(HOST_ARCH)
+ARCH_TARGET ?= $(ARCH)-unknown-linux-gnu
+# cargo's linker variable for the target, e.g. CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER
+LINKER_VAR  := CARGO_TARGET_$(shell echo $(ARCH_TARGET) | tr 'a-z-' 'A-Z_')_LINKER
 STATIC_DIR  := target/$(ARCH_TARGET)/release
 TREE        := build/qemu
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -10,9 +14,13 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
 	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs iproute2
 
-.PHONY: all deps build tree install install-containerd demo test unit integration bench clean lint
+.PHONY: all deps build tree install install-containerd demo test unit integration bench clean lint cross
 
+ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
+else
+all: cross
+endif
 
 ## deps: Debian packages and the vhost-user helpers from crates.io
 deps:
@@ -69,6 +77,16 @@ lint:
 ## bench: start latency of runq vs runc vs bare QEMU (RUNS=10)
 bench: install
 	bench/run
+
+## cross: all binaries for another arch, e.g. `make ARCH=s390x` (Debian's cross gcc links)
+cross:
+	@dpkg-query -W -f='$${Status}\n' gcc-$(ARCH)-linux-gnu 2>/dev/null | grep -q 'ok installed' || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross >/dev/null; }
+	rustup target list --installed | grep -qx $(ARCH_TARGET) || rustup target add $(ARCH_TARGET)
+	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc cargo build --release --target $(ARCH_TARGET) -p runq
+	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc RUSTFLAGS="-C target-feature=+crt-static" \
+	  cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
+	@ls -l target/$(ARCH_TARGET)/release/runq target/$(ARCH_TARGET)/release/runq-proxy target/$(ARCH_TARGET)/release/runq-init
 
 clean:
 	cargo clean
