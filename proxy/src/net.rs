@@ -231,7 +231,10 @@ fn macvtap(dev: &str, name: &str) -> Result<OwnedFd> {
     ip(&[
         "link", "add", "link", dev, "name", name, "type", "macvtap", "mode", "passthru",
     ])?;
-    ip(&["link", "set", name, "up"])?;
+    // macvlan delivers multicast only for groups in the macvtap's own
+    // list, which nothing fills from the guest's (QEMU does not): without
+    // allmulticast, IPv6 neighbour discovery towards the guest is lost.
+    ip(&["link", "set", name, "allmulticast", "on", "up"])?;
     let ifindex = fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
     let ifindex = ifindex.trim();
     let devno = fs::read_to_string(format!("/sys/class/net/{name}/macvtap/tap{ifindex}/dev"))
