@@ -14,7 +14,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
 	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs iproute2
 
-.PHONY: all deps build tree install install-containerd demo test unit integration bench clean lint cross
+.PHONY: all deps build tree install install-containerd demo test test-soak unit integration bench clean lint cross
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
@@ -69,6 +69,10 @@ unit:
 
 integration: install
 	test/run
+
+## test-soak: churn (200 sequential + 20x10 parallel runs), host state before/after
+test-soak: install
+	test/soak
 
 lint:
 	cargo fmt --all -- --check

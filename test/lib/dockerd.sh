@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dockerd.sh ensure  — make sure a dockerd answers; start one in the
 #                      background if none runs (recorded, so stop can undo it)
+# dockerd.sh restart — stop whichever dockerd runs, start one as ensure does
 # dockerd.sh stop    — stop the dockerd that ensure started, if any
 set -euo pipefail
 state=/run/runq-test-dockerd.pid
@@ -19,6 +20,14 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
   done
 }
 
+start() {
+  echo "dockerd.sh: starting dockerd (log: $log)"
+  # cgroupfs driver: there is no systemd here.
+  setsid dockerd --exec-opt native.cgroupdriver=cgroupfs >>$log 2>&1 < /dev/null &
+  echo $! > $state
+  wait_for 60 "dockerd to answer on /var/run/docker.sock" docker info
+}
+
 case "${1:-}" in
 ensure)
   if docker info >/dev/null 2>&1; then
@@ -27,11 +36,17 @@ ensure)
     [ -z "$pid" ] || kill -HUP $pid
     exit 0
   fi
-  echo "dockerd.sh: starting dockerd (log: $log)"
-  # cgroupfs driver: there is no systemd here.
-  setsid dockerd --exec-opt native.cgroupdriver=cgroupfs >>$log 2>&1 < /dev/null &
-  echo $! > $state
-  wait_for 60 "dockerd to answer on /var/run/docker.sock" docker info
+  start
+  ;;
+restart)
+  # Whoever started it: stop the running dockerd (its containers keep
+  # running only under live-restore) and start ours.
+  pid=$(pidof dockerd || true)
+  if [ -n "$pid" ]; then
+    kill "$pid"
+    wait_for 60 "dockerd (pid $pid) to exit" sh -c "! kill -0 $pid"
+  fi
+  start
   ;;
 stop)
   if [ -f $state ]; then
@@ -41,5 +56,5 @@ stop)
     rm -f $state
   fi
   ;;
-*) echo "usage: $0 ensure|stop" >&2; exit 2 ;;
+*) echo "usage: $0 ensure|restart|stop" >&2; exit 2 ;;
 esac
