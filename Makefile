@@ -12,9 +12,15 @@ TREE        := build/qemu
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
-	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs iproute2
+	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs xfsprogs qemu-utils iproute2 \
+	$(KERNEL_PACKAGES)
+# The guest kernel installed as the default: runq (built from kernel-config/,
+# x86_64) or debian (the cloud kernel, always installed too).
+KERNEL      ?= $(if $(filter x86_64,$(ARCH)),runq,debian)
+KERNEL_DIR  := build/kernel
+KERNEL_PACKAGES := $(if $(filter runq,$(KERNEL)),linux-source-6.1 bc bison flex libelf-dev libssl-dev kmod)
 
-.PHONY: all deps build tree install install-containerd demo test test-soak unit integration bench clean lint cross
+.PHONY: all deps build tree install install-containerd demo test test-soak unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
@@ -37,9 +43,18 @@ build:
 	cargo build --release -p runq
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
 
-## tree: the QEMU tree (QEMU, helpers, kernel, initrd, proxy)
+## kernel: the minimal guest kernel (cached by content in /var/cache/runq/kernel)
+kernel:
+	kernel-config/build.sh $(KERNEL_DIR)
+
+## tree: the QEMU tree (QEMU, helpers, kernels, initrds, proxy)
+ifeq ($(KERNEL),runq)
+tree: build kernel
+	qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPERS)/bin $(KERNEL_DIR)
+else
 tree: build
 	qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPERS)/bin
+endif
 
 ## install: everything, then register runtime "runq" with dockerd
 install: deps tree
@@ -58,7 +73,7 @@ install-containerd: install
 
 ## demo: install if needed, then run a container in a VM and show it
 demo:
-	@[ -x $(PREFIX)/runq ] && [ -f $(PREFIX)/qemu/kernel ] || $(MAKE) install
+	@[ -x $(PREFIX)/runq ] && [ -f $(PREFIX)/qemu/kernels/default/kernel ] || $(MAKE) install
 	@test/demo.sh
 
 ## test: unit tests, then integration tests against a real dockerd

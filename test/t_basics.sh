@@ -3,7 +3,7 @@
 test_guest_kernel_not_host_kernel() {
   local guest want
   guest=$("${RUNQ[@]}" --rm "$IMAGE" uname -r) || why "docker run failed" || return
-  want=$(cat /var/lib/runq/qemu/kernel.version)
+  want=$(cat /var/lib/runq/qemu/kernels/default/version)
   [ "$guest" != "$(uname -r)" ] || why "guest reports the host kernel $guest" || return
   expect_eq "guest kernel" "$want" "$guest"
 }

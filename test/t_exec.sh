@@ -28,7 +28,7 @@ test_exec_stdin() {
 test_exec_runs_in_the_vm_and_sees_the_workload() {
   local c out; c=$(cname execns); start_sleeper "$c" || return
   out=$(docker exec "$c" sh -c 'echo "$(uname -r) $(cat /proc/1/comm)"')
-  expect_eq "kernel and PID 1 seen by exec" "$(cat /var/lib/runq/qemu/kernel.version) sleep" "$out"
+  expect_eq "kernel and PID 1 seen by exec" "$(cat /var/lib/runq/qemu/kernels/default/version) sleep" "$out"
 }
 
 test_exec_detached_keeps_running_in_the_guest() {
@@ -110,7 +110,7 @@ test_containerd_ctr_run_with_runc_binary() {
   rm -f "$tar"
   out=$(timeout 120 ctr -a $a -n $ns run --rm --runc-binary /var/lib/runq/runq "docker.io/$IMAGE" "ctr-$$" sh -c 'uname -r; exit 5')
   rc=$?
-  expect_eq "ctr run exit code" 5 $rc && expect_eq "ctr run output" "$(cat /var/lib/runq/qemu/kernel.version)" "$out"
+  expect_eq "ctr run exit code" 5 $rc && expect_eq "ctr run output" "$(cat /var/lib/runq/qemu/kernels/default/version)" "$out"
 }
 
 test_containerd_config_registration_merges_and_is_idempotent() {

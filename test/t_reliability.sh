@@ -73,8 +73,9 @@ test_guest_init_that_never_answers_fails_naming_the_stage() {
   stage=$(mktemp -d)
   mkdir -p "$stage/bin" && cp /bin/busybox "$stage/bin/busybox"
   printf '#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n' >"$stage/init" && chmod 755 "$stage/init"
-  rm -f "$dir/initrd"
-  (cd "$stage" && find . | cpio --quiet -o -H newc -R 0:0) >"$dir/initrd"
+  local kdir; kdir=$dir/kernels/$(readlink "$dir/kernels/default")
+  rm -f "$kdir/initrd"
+  (cd "$stage" && find . | cpio --quiet -o -H newc -R 0:0) >"$kdir/initrd"
   rm -rf "$stage"
   c=$(cname noinit)
   start=$SECONDS
@@ -93,7 +94,7 @@ test_guest_init_that_never_answers_fails_naming_the_stage() {
 test_missing_kernel_is_refused_with_nothing_left_behind() {
   local dir c out rc bundles_before
   dir=$(tree_copy runq-nokernel) || return
-  rm -f "$dir"/kernel
+  rm -f "$dir"/kernels/*/kernel
   c=$(cname nokernel)
   out=$(docker run --name "$c" --runtime runq-nokernel "$IMAGE" true 2>&1)
   rc=$?

@@ -35,3 +35,27 @@ test_dropped_capability_is_enforced() {
   out=$("${RUNQ[@]}" --rm "$IMAGE" sh -c 'touch /tmp/f && chown nobody /tmp/f 2>/dev/null && echo allowed || echo denied')
   expect_eq "chown with Docker's default capabilities" allowed "$out"
 }
+
+test_sysctl_and_ulimit_hold_in_the_guest() {
+  local out
+  out=$("${RUNQ[@]}" --rm --sysctl net.ipv4.ip_forward=1 --ulimit nofile=1234:1234 "$IMAGE" \
+    sh -c 'cat /proc/sys/net/ipv4/ip_forward; ulimit -n' 2>&1)
+  expect_eq "ip_forward and nofile in the guest" "$(printf '1\n1234')" "$out"
+}
+
+test_masked_and_readonly_paths_hold_in_the_guest() {
+  # Docker's defaults, as runc applies them: /proc/timer_list masked
+  # (reads empty), /proc/sys and /proc/sysrq-trigger read-only mounts,
+  # /sys/firmware an empty tmpfs; systempaths=unconfined lifts them.
+  local script='wc -c < /proc/timer_list; awk "\$2 ~ /^\/proc\/sys/ {split(\$4, o, \",\"); print \$2, o[1]}" /proc/mounts; ls /sys/firmware | wc -l'
+  local got
+  got=$("${RUNQ[@]}" --rm "$IMAGE" sh -c "$script" 2>&1)
+  expect_eq "defaults" "$(printf '0\n/proc/sys ro\n/proc/sysrq-trigger ro\n0')" "$got" || return
+  got=$("${RUNQ[@]}" --rm --security-opt systempaths=unconfined "$IMAGE" sh -c "$script" 2>&1)
+  local lines; lines=$(echo "$got" | head -n 1)
+  [ "$lines" -gt 0 ] 2>/dev/null || why "timer_list still masked with systempaths=unconfined: $got" || return
+  if echo "$got" | grep -q '^/proc/sys'; then
+    why "read-only /proc/sys with systempaths=unconfined: $got"
+    return 1
+  fi
+}

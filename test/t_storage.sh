@@ -71,3 +71,96 @@ test_docker_cp_both_ways() {
   expect_eq "file made in the guest, copied out" in-vm "$(cat "$f")"
   rm -f "$f"
 }
+
+# Disk images live here during a test; removed with the test's containers.
+disk_dir() {
+  local d; d=$(mktemp -d /var/tmp/runq-disks.XXXXXX)
+  echo "$d" >>"$_trees_file_disks"
+  echo "$d"
+}
+_trees_file_disks=$(mktemp)
+drop_disks() { local d; for d in $(cat "$_trees_file_disks"); do rm -rf "$d"; done; : >"$_trees_file_disks"; }
+
+test_ext4_raw_disk_written_in_guest_read_on_host_and_as_qcow2() {
+  local d out
+  d=$(disk_dir)
+  truncate -s 64M "$d/data.raw" && mkfs.ext4 -q -F "$d/data.raw" || { why "mkfs.ext4 failed"; drop_disks; return 1; }
+  out=$("${RUNQ[@]}" --rm -v "$d/data.raw:/dev/runq/data/none/ext4/mnt/data" "$IMAGE" \
+    sh -c 'echo written-in-the-vm > /mnt/data/f && sync && stat -f -c %T /mnt/data' 2>&1)
+  expect_eq "fs type at the disk's mount point" ext2/ext3 "$out" || { drop_disks; return 1; }
+  expect_eq "file read on the host with debugfs" written-in-the-vm \
+    "$(debugfs -R 'cat /f' "$d/data.raw" 2>/dev/null)" || { drop_disks; return 1; }
+  qemu-img convert -O qcow2 "$d/data.raw" "$d/data.qcow2" || { why "qemu-img convert failed"; drop_disks; return 1; }
+  out=$("${RUNQ[@]}" --rm -v "$d/data.qcow2:/dev/runq/q1/writeback/ext4/data:ro" "$IMAGE" \
+    sh -c 'cat /data/f; touch /data/g 2>/dev/null && echo writable || echo read-only' 2>&1)
+  drop_disks
+  expect_eq "the same content from a qcow2 copy, mounted :ro" "$(printf 'written-in-the-vm\nread-only')" "$out"
+}
+
+test_xfs_disk_mounted_and_by_runq_id_links() {
+  local d out
+  d=$(disk_dir)
+  truncate -s 320M "$d/x.img" && mkfs.xfs -q "$d/x.img" || { why "mkfs.xfs failed"; drop_disks; return 1; }
+  truncate -s 16M "$d/raw.img"
+  out=$("${RUNQ[@]}" --rm -v "$d/x.img:/dev/runq/xfs1/unsafe/xfs/srv" -v "$d/raw.img:/dev/runq/raw-2/writethrough" \
+    "$IMAGE" sh -c 'awk "\$2 == \"/srv\" {print \$3}" /proc/mounts
+      for id in xfs1 raw-2; do [ -b /dev/disk/by-runq-id/$id ] && readlink /dev/disk/by-runq-id/$id | sed "s/vd[a-z]$/vdX/;s/^/$id block /"; done' 2>&1)
+  drop_disks
+  expect_eq "xfs mount and by-runq-id links" "$(printf 'xfs\nxfs1 block ../../vdX\nraw-2 block ../../vdX')" "$out"
+}
+
+test_bad_disk_specs_are_refused_by_name_with_nothing_left() {
+  local d c out rc
+  d=$(disk_dir)
+  truncate -s 16M "$d/a.img"
+  for spec in "/dev/runq/a/fast:cache \"fast\" must be" "/dev/runq/a.b/none:id \"a.b\" must be" \
+    "/dev/runq/a/none/ntfs/x:filesystem \"ntfs\" must be"; do
+    c=$(cname baddisk)
+    out=$("${RUNQ[@]}" --name "$c" -v "$d/a.img:${spec%%:*}" "$IMAGE" true 2>&1)
+    rc=$?
+    [ $rc -ne 0 ] || { why "${spec%%:*} was accepted"; drop_disks; return 1; }
+    [[ "$out" == *"${spec#*:}"* ]] || { why "message for ${spec%%:*}: $out"; drop_disks; return 1; }
+  done
+  c=$(cname dupdisk)
+  out=$("${RUNQ[@]}" --name "$c" -v "$d/a.img:/dev/runq/a/none" -v "$d/a.img:/dev/runq/a/unsafe/ext4/x" "$IMAGE" true 2>&1)
+  drop_disks
+  [[ "$out" == *'runq disk id "a" is used twice'* ]] || why "duplicate id: $out" || return
+  expect_eq "QEMU/helper processes left" 0 "$(vm_processes)" || return
+  local left; left=$(ls -d /run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/*/ 2>/dev/null | grep -c . || true)
+  expect_eq "task bundles left" "$(docker ps -q | grep -c . || true)" "$left"
+}
+
+test_rootdisk_keeps_root_changes_across_runs() {
+  local d out
+  d=$(disk_dir)
+  truncate -s 128M "$d/root.img" && mkfs.ext4 -q -F "$d/root.img" || { why "mkfs.ext4 failed"; drop_disks; return 1; }
+  mkdir -p "$d/vol" && echo vol-data >"$d/vol/v"
+  out=$("${RUNQ[@]}" --rm -e RUNQ_ROOTDISK=root -e RUNQ_ROOTDISK_EXCLUDE=/home \
+    -v "$d/root.img:/dev/runq/root/none/ext4" -v "$d/vol:/vol" "$IMAGE" \
+    sh -c 'echo first-run > /persist; [ -e /home ] && echo home || echo no-home; cat /vol/v; stat -f -c %T /' 2>&1)
+  expect_eq "first run: /home excluded, volume, ext4 root" "$(printf 'no-home\nvol-data\next2/ext3')" "$out" || { drop_disks; return 1; }
+  out=$("${RUNQ[@]}" --rm -e RUNQ_ROOTDISK=root -v "$d/root.img:/dev/runq/root/none/ext4" "$IMAGE" cat /persist 2>&1)
+  drop_disks
+  expect_eq "second run reads what the first wrote to /" first-run "$out"
+}
+
+test_ninep_root_transport() {
+  local d out
+  d=$(mktemp -d) && echo over-9p >"$d/f"
+  out=$("${RUNQ[@]}" --rm -e RUNQ_SHARE=9p -v "$d:/vol" "$IMAGE" \
+    sh -c 'awk "\$2 == \"/\" {print \$3; exit}" /proc/mounts; cat /vol/f; echo back > /vol/g; ls /bin/busybox' 2>&1)
+  expect_eq "9p root, volume read, busybox" "$(printf '9p\nover-9p\n/bin/busybox')" "$out" || { rm -rf "$d"; return 1; }
+  expect_eq "guest write through 9p seen on the host" back "$(cat "$d/g" 2>/dev/null)"
+  rm -rf "$d"
+}
+
+test_kernel_choice_and_9p_refused_where_the_kernel_lacks_it() {
+  local out
+  [ -d /var/lib/runq/qemu/kernels/runq ] || skip "the minimal kernel is not installed (make install KERNEL=debian)" || return
+  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=debian "$IMAGE" uname -r 2>&1)
+  expect_eq "uname -r with RUNQ_KERNEL=debian" "$(cat /var/lib/runq/qemu/kernels/debian/version)" "$out" || return
+  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=debian -e RUNQ_SHARE=9p "$IMAGE" true 2>&1)
+  [[ "$out" == *'guest kernel "debian"'*'has no 9p'* ]] || why "9p on the cloud kernel: $out" || return
+  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=nosuch "$IMAGE" true 2>&1)
+  [[ "$out" == *'guest kernel "nosuch" is not installed'*'installed: '* ]] || why "unknown kernel: $out"
+}

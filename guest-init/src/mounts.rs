@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use runq_protocol::{wire::StartRequest, ROOTFS_TAG};
+use runq_protocol::{wire::StartRequest, DiskFs, GuestDisk, Share, ROOTFS_TAG};
 
 pub const ROOT: &str = "/rootfs";
 pub const ROOT_C: &std::ffi::CStr = c"/rootfs";
@@ -33,9 +33,50 @@ pub fn mount_initramfs_basics() -> Result<()> {
     Ok(())
 }
 
+/// Where the shared root goes when a rootdisk takes [`ROOT`]'s place.
+const SHARED: &str = "/shared";
+/// Marks a rootdisk that already holds the image's content.
+const ROOTDISK_MARK: &str = "/.runq-rootdisk";
+
+/// The shared container root (virtiofs or 9p) at `target`.
+fn mount_shared_root(start: &StartRequest, target: &str) -> Result<()> {
+    match start.share {
+        Share::Virtiofs => mount_fs(ROOTFS_TAG, target, "virtiofs", MsFlags::empty(), None),
+        Share::NineP => {
+            let data = format!(
+                "trans=virtio,version=9p2000.L,msize=512000,cache={},posixacl",
+                start.ninep_cache.as_str()
+            );
+            mount_fs(ROOTFS_TAG, target, "9p", MsFlags::empty(), Some(&data))
+        }
+    }
+}
+
 /// Mount the container root at [`ROOT`] and what runc would mount in it.
 pub fn mount_container_root(start: &StartRequest) -> Result<()> {
-    mount_fs(ROOTFS_TAG, ROOT, "virtiofs", MsFlags::empty(), None)?;
+    let devices = disk_devices(&start.disks)?;
+    match &start.rootdisk {
+        None => mount_shared_root(start, ROOT)?,
+        Some(rd) => {
+            // The disk becomes the root; the shared root fills it once and
+            // still provides Docker's bind mounts (volumes, /etc/hosts...).
+            mount_shared_root(start, SHARED)?;
+            let disk = start
+                .disks
+                .iter()
+                .find(|d| d.id == rd.id)
+                .context("the rootdisk is not among the disks")?;
+            mount_disk(disk, &devices[&disk.id], ROOT)?;
+            if !Path::new(&format!("{ROOT}{ROOTDISK_MARK}")).exists() {
+                copy_tree(SHARED, ROOT, &rd.exclude)?;
+                fs::write(format!("{ROOT}{ROOTDISK_MARK}"), "")
+                    .context("marking the rootdisk as filled")?;
+            }
+            for b in &start.binds {
+                bind_from_shared(b)?;
+            }
+        }
+    }
     let r = |p: &str| format!("{ROOT}{p}");
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     // /proc is mounted by the workload itself, inside its PID namespace.
@@ -68,6 +109,14 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
     for t in &start.tmpfs {
         let (flags, data) = tmpfs_options(&t.options);
         mount_fs("tmpfs", &r(&t.dest), "tmpfs", flags, Some(&data))?;
+    }
+    share_kernel_modules(&r)?;
+    link_disks(&start.disks, &devices, &r("/dev"))?;
+    for d in &start.disks {
+        let is_root = start.rootdisk.as_ref().is_some_and(|rd| rd.id == d.id);
+        if let (Some(mnt), false) = (&d.mountpoint, is_root) {
+            mount_disk(d, &devices[&d.id], &r(mnt))?;
+        }
     }
     if let Some(text) = &start.resolv_conf {
         // Over Docker's file, in init's namespace (the workload's copies
@@ -104,6 +153,201 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         .context("remounting the root read-only")?;
     }
     Ok(())
+}
+
+/// The guest kernel's modules (shipped in the initrd) at
+/// /lib/modules/<release> in the container, read-only, so that a workload
+/// with CAP_SYS_MODULE can modprobe them. Skipped where the image's root
+/// cannot take the mount point (read-only image without the directory).
+fn share_kernel_modules(r: &dyn Fn(&str) -> String) -> Result<()> {
+    let release = nix::sys::utsname::uname()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let src = format!("/lib/modules/{release}");
+    let target = r(&src);
+    if !Path::new(&src).is_dir() || fs::create_dir_all(&target).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(src.as_str()),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding {src}"))?;
+    mount(
+        None::<&str>,
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {target} read-only"))
+}
+
+/// Where runq disks are mounted in init's namespace, the rootdisk last.
+pub fn disk_mount_points(start: &StartRequest) -> Vec<String> {
+    let mut v: Vec<String> = start
+        .disks
+        .iter()
+        .filter(|d| start.rootdisk.as_ref().is_none_or(|rd| rd.id != d.id))
+        .filter_map(|d| d.mountpoint.as_ref().map(|m| format!("{ROOT}{m}")))
+        .collect();
+    if start.rootdisk.is_some() {
+        v.push(ROOT.to_string());
+    }
+    v
+}
+
+/// Unmount the disks (detaching the root's submounts with it), so that
+/// their filesystems are written back and marked clean.
+pub fn release_disks(targets: &[String]) {
+    for t in targets.iter().rev() {
+        if let Err(e) = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+            crate::log(&format!("unmounting disk at {t}: {e}"));
+        }
+    }
+}
+
+/// Each disk's block device name (`vdb`...), found by the virtio serial
+/// the proxy set to the disk id.
+fn disk_devices(disks: &[GuestDisk]) -> Result<std::collections::HashMap<String, String>> {
+    let mut found = std::collections::HashMap::new();
+    if disks.is_empty() {
+        return Ok(found);
+    }
+    for entry in fs::read_dir("/sys/block").context("reading /sys/block")? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Ok(serial) = fs::read_to_string(format!("/sys/block/{name}/serial")) {
+            found.insert(serial.trim().to_string(), name);
+        }
+    }
+    for d in disks {
+        if !found.contains_key(&d.id) {
+            anyhow::bail!(
+                "runq disk {:?}: no virtio block device with that serial",
+                d.id
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// The device node in the container's /dev and the
+/// `/dev/disk/by-runq-id/<id> -> ../../vdX` link.
+fn link_disks(
+    disks: &[GuestDisk],
+    devices: &std::collections::HashMap<String, String>,
+    dev: &str,
+) -> Result<()> {
+    for d in disks {
+        let name = &devices[&d.id];
+        let node = format!("{dev}/{name}");
+        if !Path::new(&node).exists() {
+            let (major, minor) = block_dev_numbers(name)?;
+            mknod(
+                node.as_str(),
+                SFlag::S_IFBLK,
+                Mode::from_bits_truncate(0o660),
+                makedev(major, minor),
+            )
+            .with_context(|| format!("creating {node}"))?;
+        }
+        let dir = format!("{dev}/disk/by-runq-id");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {dir}"))?;
+        symlink(format!("../../{name}"), format!("{dir}/{}", d.id))
+            .with_context(|| format!("linking {dir}/{}", d.id))?;
+    }
+    Ok(())
+}
+
+fn block_dev_numbers(name: &str) -> Result<(u64, u64)> {
+    let text = fs::read_to_string(format!("/sys/block/{name}/dev"))
+        .with_context(|| format!("reading /sys/block/{name}/dev"))?;
+    let (ma, mi) = text.trim().split_once(':').context("malformed dev file")?;
+    Ok((ma.parse()?, mi.parse()?))
+}
+
+/// Mount disk `d` (device `name`) at `target` with its filesystem; the
+/// filesystem's modules are loaded first where the kernel has them as
+/// modules (Debian's).
+fn mount_disk(d: &GuestDisk, name: &str, target: &str) -> Result<()> {
+    let fs_type =
+        d.fs.context("a disk without filesystem cannot be mounted")?;
+    let group = match fs_type {
+        DiskFs::Ext2 | DiskFs::Ext3 | DiskFs::Ext4 => "ext4",
+        other => other.as_str(),
+    };
+    crate::modules::load_all(&format!("/modules.{group}.list"))?;
+    // The device node in init's own /dev (devtmpfs).
+    let source = format!("/dev/{name}");
+    let flags = if d.readonly {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    mount_fs(&source, target, fs_type.as_str(), flags, None)
+        .with_context(|| format!("runq disk {:?}", d.id))
+}
+
+/// First boot of a rootdisk: the image's content, minus `exclude`, onto
+/// the disk (busybox cp -a keeps owners, modes, links and devices).
+fn copy_tree(from: &str, to: &str, exclude: &[String]) -> Result<()> {
+    for entry in fs::read_dir(from).with_context(|| format!("reading {from}"))? {
+        let name = entry?.file_name();
+        let rel = format!("/{}", name.to_string_lossy());
+        if exclude.contains(&rel) {
+            continue;
+        }
+        let status = std::process::Command::new("/bin/busybox")
+            .args(["cp", "-a", &format!("{from}{rel}"), to])
+            .status()
+            .context("running busybox cp")?;
+        if !status.success() {
+            anyhow::bail!("copying {rel} onto the rootdisk failed ({status})");
+        }
+    }
+    // Deeper exclusions: copied with their parent, removed again.
+    for x in exclude.iter().filter(|x| x[1..].contains('/')) {
+        let p = format!("{to}{x}");
+        if let Ok(meta) = fs::symlink_metadata(&p) {
+            let r = if meta.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.with_context(|| format!("removing excluded {x}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A Docker bind mount (volume, /etc/hosts...) from the shared root onto
+/// the rootdisk, at the same place.
+fn bind_from_shared(dest: &str) -> Result<()> {
+    let src = format!("{SHARED}{dest}");
+    let target = format!("{ROOT}{dest}");
+    let meta = fs::metadata(&src).with_context(|| format!("bind mount source {src}"))?;
+    if !Path::new(&target).exists() {
+        if meta.is_dir() {
+            fs::create_dir_all(&target)?;
+        } else {
+            if let Some(parent) = Path::new(&target).parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&target, "")?;
+        }
+    }
+    mount(
+        Some(src.as_str()),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding {dest} from the shared root"))
 }
 
 /// The device nodes and links runc creates in a container's /dev.

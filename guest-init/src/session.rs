@@ -39,13 +39,27 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         if let Some(h) = &start.hostname {
             sethostname(h).context("setting the hostname")?;
         }
+        // The guest is the container's alone: its sysctls are the
+        // container's namespaced ones (Docker only passes those).
+        for (key, value) in &start.sysctls {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            std::fs::write(&path, value).with_context(|| format!("sysctl {key}={value}"))?;
+        }
         Ok(())
     })();
     if let Err(e) = setup {
         let message = format!("runq: preparing the guest: {e:#}");
         return send(&writer, &Msg::Failed { code: 1, message });
     }
-    let w = match workload::spawn(&start.process, start.winsize, Target::NewNamespaces) {
+    let confinement = workload::Confinement {
+        masked: start.masked_paths.clone(),
+        readonly: start.readonly_paths.clone(),
+    };
+    let w = match workload::spawn(
+        &start.process,
+        start.winsize,
+        Target::NewNamespaces(&confinement),
+    ) {
         Ok(w) => w,
         Err(e) => return send(&writer, &e.into()),
     };
@@ -55,6 +69,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         log(&format!("exec is unavailable: {e:#}"));
     }
     let systemd = start.systemd;
+    let disk_mounts = mounts::disk_mount_points(&start);
     let hook = start.sigusr.then(|| {
         sigusr_hook(
             pid,
@@ -68,6 +83,10 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         // The container ends with its first process, as a PID namespace
         // does: exec'd processes and daemons included.
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        // The workload's PID namespace is gone (its init's exit waits for
+        // every member): nothing uses the disks now. Unmount them so their
+        // filesystems are clean when the VM is killed.
+        mounts::release_disks(&disk_mounts);
         if !systemd {
             return status;
         }

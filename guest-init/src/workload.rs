@@ -58,11 +58,69 @@ fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
 }
 
 /// Where a process starts.
-pub enum Target {
-    /// The workload: new PID and mount namespaces rooted at the container.
-    NewNamespaces,
+pub enum Target<'a> {
+    /// The workload: new PID and mount namespaces rooted at the container,
+    /// with OCI's masked and read-only paths applied (as runc does).
+    NewNamespaces(&'a Confinement),
     /// An exec: the namespaces and root of this (workload) process.
     Join(Pid),
+}
+
+/// OCI `linux.maskedPaths` / `linux.readonlyPaths`.
+#[derive(Debug, Default)]
+pub struct Confinement {
+    pub masked: Vec<String>,
+    pub readonly: Vec<String>,
+}
+
+/// Apply masked and read-only paths in the current (new) mount namespace;
+/// between fork and exec: system calls on prepared C strings only. Paths
+/// that do not exist are skipped, as runc does.
+fn confine(masked: &[CString], readonly: &[CString]) -> nix::Result<()> {
+    for p in masked {
+        // SAFETY: an all-zero `stat` is a valid value; `p` is a C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(p.as_ptr(), &mut st) } != 0 {
+            continue;
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            mount(
+                Some(c"tmpfs"),
+                p.as_c_str(),
+                Some(c"tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&CStr>,
+            )?;
+        } else {
+            mount(
+                Some(c"/dev/null"),
+                p.as_c_str(),
+                None::<&CStr>,
+                MsFlags::MS_BIND,
+                None::<&CStr>,
+            )?;
+        }
+    }
+    for p in readonly {
+        match mount(
+            Some(p.as_c_str()),
+            p.as_c_str(),
+            None::<&CStr>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&CStr>,
+        ) {
+            Err(nix::errno::Errno::ENOENT) => continue,
+            r => r?,
+        }
+        mount(
+            None::<&CStr>,
+            p.as_c_str(),
+            None::<&CStr>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&CStr>,
+        )?;
+    }
+    Ok(())
 }
 
 pub fn spawn(
@@ -105,6 +163,15 @@ pub fn spawn(
     // Everything the child needs, prepared before fork: the closure below
     // runs between fork and exec and must not allocate.
     let cwd = CString::new(p.cwd.as_str()).map_err(|e| fail("cwd", &e))?;
+    let c_paths = |v: &[String]| -> Result<Vec<CString>, SpawnError> {
+        v.iter()
+            .map(|s| CString::new(s.as_str()).map_err(|e| fail("masked/readonly path", &e)))
+            .collect()
+    };
+    let (masked, readonly) = match &target {
+        Target::NewNamespaces(c) => (c_paths(&c.masked)?, c_paths(&c.readonly)?),
+        Target::Join(_) => (Vec::new(), Vec::new()),
+    };
     let groups: Vec<Gid> = p
         .additional_gids
         .iter()
@@ -135,7 +202,7 @@ pub fn spawn(
     let own_pid_ns =
         File::open("/proc/self/ns/pid").map_err(|e| fail("opening init's PID namespace", &e))?;
     let join = match target {
-        Target::NewNamespaces => {
+        Target::NewNamespaces(_) => {
             unshare(CloneFlags::CLONE_NEWPID)
                 .map_err(|e| fail("creating the PID namespace", &e))?;
             None
@@ -161,7 +228,10 @@ pub fn spawn(
                 return Err(io::Error::last_os_error());
             }
             match &join {
-                None => enter_root()?,
+                None => {
+                    enter_root()?;
+                    confine(&masked, &readonly)?;
+                }
                 Some((mnt_ns, root)) => {
                     setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
                     fchdir(root.as_raw_fd())?;

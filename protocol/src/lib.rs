@@ -11,13 +11,14 @@ pub mod spec;
 pub mod wire;
 
 pub use spec::{
-    rlimit_resource, Accel, CapSets, ProcessSpec, Share, TmpfsMount, VmSpec, RLIMIT_NAMES,
+    rlimit_resource, Accel, CapSets, Disk, DiskCache, DiskFormat, DiskFs, GuestDisk, NinePCache,
+    ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, RLIMIT_NAMES,
 };
 pub use wire::{ExitStatus, Msg, WireError};
 
 /// Wire protocol version; host and guest must agree exactly, since both are
 /// built from the same tree and installed together.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// vsock port on the host (CID 2) that the guest dials for its control
 /// connection.

@@ -24,6 +24,118 @@ pub enum Share {
     NineP,
 }
 
+/// 9p cache mode (`--9pcache`), the guest's `cache=` mount option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NinePCache {
+    None,
+    Loose,
+    Fscache,
+    #[default]
+    Mmap,
+}
+
+impl NinePCache {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NinePCache::None => "none",
+            NinePCache::Loose => "loose",
+            NinePCache::Fscache => "fscache",
+            NinePCache::Mmap => "mmap",
+        }
+    }
+}
+
+/// Host cache mode of a runq disk (QEMU's `cache=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskCache {
+    Writeback,
+    Writethrough,
+    /// O_DIRECT with native AIO.
+    None,
+    Unsafe,
+}
+
+impl DiskCache {
+    pub const ALL: [DiskCache; 4] = [
+        DiskCache::Writeback,
+        DiskCache::Writethrough,
+        DiskCache::None,
+        DiskCache::Unsafe,
+    ];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DiskCache::Writeback => "writeback",
+            DiskCache::Writethrough => "writethrough",
+            DiskCache::None => "none",
+            DiskCache::Unsafe => "unsafe",
+        }
+    }
+}
+
+/// Filesystems a runq disk may be mounted as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFs {
+    Ext2,
+    Ext3,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl DiskFs {
+    pub const ALL: [DiskFs; 5] = [
+        DiskFs::Ext2,
+        DiskFs::Ext3,
+        DiskFs::Ext4,
+        DiskFs::Xfs,
+        DiskFs::Btrfs,
+    ];
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DiskFs::Ext2 => "ext2",
+            DiskFs::Ext3 => "ext3",
+            DiskFs::Ext4 => "ext4",
+            DiskFs::Xfs => "xfs",
+            DiskFs::Btrfs => "btrfs",
+        }
+    }
+}
+
+/// Image format of a runq disk (block devices are raw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+/// What the guest needs to know of a runq disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDisk {
+    /// `^[a-zA-Z0-9_-]{1,36}$`; also the virtio-blk serial, by which the
+    /// guest finds the device.
+    pub id: String,
+    pub fs: Option<DiskFs>,
+    /// Where to mount it in the container; `None`: attach only.
+    pub mountpoint: Option<String>,
+    /// Attached and mounted read-only (`:ro`).
+    pub readonly: bool,
+}
+
+/// A runq disk: `--volume FILE:/dev/runq/...` or `--device BLK:/dev/runq/...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    #[serde(flatten)]
+    pub guest: GuestDisk,
+    /// The image or device as the proxy sees it in its container.
+    pub path: String,
+    pub cache: DiskCache,
+    pub format: DiskFormat,
+}
+
 /// The workload process, as the guest must start it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ProcessSpec {
@@ -104,6 +216,30 @@ pub struct VmSpec {
     pub mem_mib: u32,
     pub accel: Accel,
     pub share: Share,
+    /// The 9p cache mode, when `share` is 9p.
+    #[serde(default)]
+    pub ninep_cache: NinePCache,
+    /// Guest kernel: a directory name under the QEMU tree's `kernels/`.
+    #[serde(default = "default_kernel")]
+    pub kernel: String,
+    /// runq disks, in the order given.
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    /// `RUNQ_ROOTDISK`: the id of the disk that becomes the root, and the
+    /// paths not copied onto it at first boot.
+    #[serde(default)]
+    pub rootdisk: Option<RootDisk>,
+    /// Destinations of Docker's bind mounts, as the workload sees them.
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// OCI `linux.sysctl` (sorted by key), for the guest.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+    /// OCI `linux.maskedPaths` and `readonlyPaths`, for the workload.
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
     /// `-cpu` value for QEMU; `None` means host (KVM) / max (TCG).
     #[serde(default)]
     pub cpu_model: Option<String>,
@@ -144,6 +280,21 @@ pub struct VmSpec {
     pub resolv_conf: Option<String>,
 }
 
+/// `RUNQ_ROOTDISK=<id>` (+ `RUNQ_ROOTDISK_EXCLUDE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootDisk {
+    pub id: String,
+    pub exclude: Vec<String>,
+}
+
+/// The kernel used unless `--kernel`/`RUNQ_KERNEL` names another: a
+/// symlink in the tree to the one `make install` made the default.
+pub const DEFAULT_KERNEL: &str = "default";
+
+fn default_kernel() -> String {
+    DEFAULT_KERNEL.to_string()
+}
+
 impl VmSpec {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
@@ -173,6 +324,24 @@ mod tests {
             mem_mib: 512,
             accel: Accel::Tcg,
             share: Share::NineP,
+            ninep_cache: NinePCache::Loose,
+            kernel: "runq".into(),
+            disks: vec![Disk {
+                guest: GuestDisk {
+                    id: "data".into(),
+                    fs: Some(DiskFs::Xfs),
+                    mountpoint: Some("/data".into()),
+                    readonly: false,
+                },
+                path: "/dev/runq/data".into(),
+                cache: DiskCache::None,
+                format: DiskFormat::Qcow2,
+            }],
+            rootdisk: None,
+            binds: vec![],
+            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            masked_paths: vec![],
+            readonly_paths: vec![],
             cpu_model: None,
             hostname: Some("h".into()),
             process: ProcessSpec {
@@ -197,6 +366,7 @@ mod tests {
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));
+        assert!(json.contains("\"cache\": \"none\""));
         assert_eq!(VmSpec::from_json(&json).unwrap(), spec);
     }
 }

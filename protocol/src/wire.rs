@@ -96,6 +96,21 @@ pub struct StartRequest {
     pub routes: Vec<RouteConfig>,
     /// Replaces /etc/resolv.conf when runq's DNS options are set.
     pub resolv_conf: Option<String>,
+    /// How the container root arrives (virtiofs or 9p with this cache).
+    pub share: crate::spec::Share,
+    pub ninep_cache: crate::spec::NinePCache,
+    /// runq disks to link under /dev/disk/by-runq-id and mount.
+    pub disks: Vec<crate::spec::GuestDisk>,
+    pub rootdisk: Option<crate::spec::RootDisk>,
+    /// Destinations of Docker's bind mounts in the container (a rootdisk
+    /// root takes them over from the shared root).
+    pub binds: Vec<String>,
+    /// OCI `linux.sysctl`, set in the guest before the workload starts.
+    pub sysctls: Vec<(String, String)>,
+    /// OCI `linux.maskedPaths` / `readonlyPaths`, applied in the
+    /// workload's mount namespace.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -262,6 +277,22 @@ mod tests {
                 ipv6: false,
             }],
             resolv_conf: Some("nameserver 10.0.0.1\n".into()),
+            share: crate::Share::NineP,
+            ninep_cache: crate::NinePCache::Mmap,
+            disks: vec![crate::GuestDisk {
+                id: "d1".into(),
+                fs: Some(crate::DiskFs::Ext4),
+                mountpoint: Some("/data".into()),
+                readonly: true,
+            }],
+            rootdisk: Some(crate::RootDisk {
+                id: "d1".into(),
+                exclude: vec!["/var/cache".into()],
+            }),
+            binds: vec!["/etc/hosts".into()],
+            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            masked_paths: vec!["/proc/kcore".into()],
+            readonly_paths: vec!["/proc/sys".into()],
         })));
     }
 

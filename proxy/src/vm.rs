@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use runq_protocol::wire::{self, StartRequest};
-use runq_protocol::{Msg, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUN_DIR, CONTROL_PORT};
+use runq_protocol::{Msg, Share, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUN_DIR, CONTROL_PORT};
 
 use crate::arch::{self, Accel, HostInfo, NicArg, TargetArch, VmPaths};
 use crate::dns;
@@ -41,8 +41,8 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let (nics, routes) = net::attach_all()?;
     dns::serve(VSOCK_UDS)?;
     let paths = VmPaths {
-        kernel: "/kernel".into(),
-        initrd: "/initrd".into(),
+        kernel: format!("/kernels/{}/kernel", vm.kernel),
+        initrd: format!("/kernels/{}/initrd", vm.kernel),
         console_log: run_path("console.log").to_string_lossy().into_owned(),
         vsock_socket: run_path("vsock.sock").to_string_lossy().into_owned(),
         virtiofs_socket: run_path("virtiofs.sock").to_string_lossy().into_owned(),
@@ -55,12 +55,16 @@ pub fn run(vm: VmSpec) -> Result<i32> {
             })
             .collect(),
     };
-    let _virtiofsd = helpers::virtiofsd(
-        CONTAINER_ROOTFS,
-        Path::new(&paths.virtiofs_socket),
-        false,
-        &run_path("virtiofsd.log"),
-    )?;
+    // 9p is served by QEMU itself; virtiofs needs its daemon.
+    let _virtiofsd = match vm.share {
+        Share::Virtiofs => Some(helpers::virtiofsd(
+            CONTAINER_ROOTFS,
+            Path::new(&paths.virtiofs_socket),
+            false,
+            &run_path("virtiofsd.log"),
+        )?),
+        Share::NineP => None,
+    };
     let _vsock = helpers::vsock_backend(
         Path::new(&paths.vsock_socket),
         &vsock_uds,
@@ -98,6 +102,14 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         nics: nics.into_iter().map(|n| n.config).collect(),
         routes,
         resolv_conf: vm.resolv_conf.clone(),
+        share: vm.share,
+        ninep_cache: vm.ninep_cache,
+        disks: vm.disks.iter().map(|d| d.guest.clone()).collect(),
+        rootdisk: vm.rootdisk.clone(),
+        binds: vm.binds.clone(),
+        sysctls: vm.sysctls.clone(),
+        masked_paths: vm.masked_paths.clone(),
+        readonly_paths: vm.readonly_paths.clone(),
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
     relay::run(

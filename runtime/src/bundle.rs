@@ -14,10 +14,12 @@ use oci_spec::runtime::{
     RootBuilder, Spec, UserBuilder,
 };
 use runq_protocol::{
-    ProcessSpec, TmpfsMount, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR,
+    Disk, DiskFormat, GuestDisk, ProcessSpec, TmpfsMount, VmSpec, CONTAINER_ROOTFS,
+    CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR,
 };
 use thiserror::Error;
 
+use crate::disks::{self, DiskError};
 use crate::options::{DockerSizing, Settings};
 
 /// Path of the proxy binary inside the QEMU tree.
@@ -79,6 +81,9 @@ pub struct HostFacts {
     /// Whether a namespace path names the host's network namespace
     /// (Docker passes `--network host` as a path).
     pub is_host_netns: fn(&Path) -> bool,
+    /// The format of a disk image or device, `None` when the path is
+    /// neither a regular file nor a block device.
+    pub disk_format: fn(&Path) -> Option<DiskFormat>,
 }
 
 #[derive(Debug, Error)]
@@ -101,12 +106,21 @@ pub enum BundleError {
     HostNetwork,
     #[error("--network container:... is not supported: that namespace's interfaces already belong to the other container's VM")]
     SharedNetwork,
+    #[error("sysctl {0:?}: not a sysctl name (letters, digits, '_', '-' between dots)")]
+    BadSysctl(String),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("RUNQ_ROOTDISK={0:?}: no runq disk with that id (give one as --volume FILE:/dev/runq/{0}/<cache>/<fs>)")]
+    RootDiskUnknown(String),
+    #[error("RUNQ_ROOTDISK={0:?}: the disk needs a filesystem (/dev/runq/{0}/<cache>/<fs>) to copy the image onto")]
+    RootDiskNoFs(String),
     #[error("building the rewritten spec failed: {0}")]
     Build(#[from] oci_spec::OciSpecError),
 }
 
 /// What a rewrite produces: the container spec for the lower runtime and
 /// the VM description for the proxy.
+#[derive(Debug)]
 pub struct Rewritten {
     pub spec: Spec,
     pub vm: VmSpec,
@@ -123,6 +137,20 @@ pub fn docker_sizing(spec: &Spec) -> DockerSizing {
             .and_then(|r| r.memory().as_ref())
             .and_then(|m| m.limit()),
     }
+}
+
+/// `net.ipv4.ip_forward`: dot-separated, no empty or path-like parts.
+fn is_sysctl_name(k: &str) -> bool {
+    k.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+fn linux_of(spec: &Spec) -> Option<&oci_spec::runtime::Linux> {
+    spec.linux().as_ref()
 }
 
 fn is_clean_absolute(p: &Path) -> bool {
@@ -152,12 +180,35 @@ pub fn rewrite(
         bundle.join(root.path())
     };
 
+    if let Some(bad) = linux_of(&spec)
+        .and_then(|l| l.sysctl().as_ref())
+        .and_then(|m| m.keys().find(|k| !is_sysctl_name(k)))
+    {
+        return Err(BundleError::BadSysctl(bad.clone()));
+    }
     let vm = VmSpec {
         id: id.to_string(),
         cpus: settings.cpus,
         mem_mib: settings.mem_mib,
         accel: settings.accel,
         share: settings.share,
+        ninep_cache: settings.ninep_cache,
+        kernel: settings.kernel.clone(),
+        disks: Vec::new(),
+        rootdisk: settings.rootdisk.clone(),
+        binds: Vec::new(),
+        sysctls: linux_of(&spec)
+            .and_then(|l| l.sysctl().clone())
+            .map(|m| m.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        masked_paths: linux_of(&spec)
+            .and_then(|l| l.masked_paths().clone())
+            .unwrap_or_default(),
+        readonly_paths: linux_of(&spec)
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default(),
         cpu_model: settings.cpu_model.clone(),
         hostname: spec.hostname().clone(),
         process: process_spec(&process)?,
@@ -184,18 +235,37 @@ pub fn rewrite(
         debug,
     };
 
-    let (mounts, tmpfs) =
-        rewrite_mounts(spec.mounts().clone().unwrap_or_default(), &rootfs, bundle)?;
+    let (mounts, tmpfs, mut disks, binds) = rewrite_mounts(
+        spec.mounts().clone().unwrap_or_default(),
+        &rootfs,
+        bundle,
+        host.disk_format,
+    )?;
     spec.set_mounts(Some(mounts));
     let mut vm = vm;
     vm.tmpfs.extend(tmpfs);
+    disks.extend(device_disks(&spec)?);
+    disks::check_unique(disks.iter().map(|d| d.guest.id.as_str()))?;
+    if let Some(root) = &vm.rootdisk {
+        match disks.iter().find(|d| d.guest.id == root.id) {
+            None => return Err(BundleError::RootDiskUnknown(root.id.clone())),
+            Some(d) if d.guest.fs.is_none() => {
+                return Err(BundleError::RootDiskNoFs(root.id.clone()))
+            }
+            Some(_) => {}
+        }
+    }
+    vm.disks = disks;
+    vm.binds = binds;
     spec.set_root(Some(tree_root(tree)?));
     spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
 
     if let Some(linux) = spec.linux_mut() {
         // QEMU needs syscalls the workload's profile forbids; the profile
-        // is enforced inside the guest instead.
+        // is enforced inside the guest instead. The sysctls are the
+        // guest's too (they would only touch the proxy's namespaces).
         linux.set_seccomp(None);
+        linux.set_sysctl(None);
         let mut devices = linux.devices().clone().unwrap_or_default();
         devices.extend(
             host.devices
@@ -411,11 +481,54 @@ fn parse_size(s: &str) -> Option<u64> {
 /// Mounts for the container (Docker's moved under /rootfs) and the tmpfs
 /// mounts that belong in the guest (a host tmpfs seen through virtiofs
 /// would be no tmpfs to the workload).
+/// A runq disk from a parsed destination.
+fn disk(dest: disks::DiskDest, path: &Path, format: DiskFormat, readonly: bool) -> Disk {
+    Disk {
+        guest: GuestDisk {
+            id: dest.id,
+            fs: dest.fs,
+            mountpoint: dest.mountpoint,
+            readonly,
+        },
+        path: path.to_string_lossy().into_owned(),
+        cache: dest.cache,
+        format,
+    }
+}
+
+/// `--device BLOCKDEV:/dev/runq/...`: runc creates the node at that path
+/// in the proxy's container (Docker already allowed it in the cgroup).
+fn device_disks(spec: &Spec) -> Result<Vec<Disk>, BundleError> {
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for d in devices {
+        let path = d.path().to_string_lossy().into_owned();
+        if let Some(dest) = disks::parse_dest(&path) {
+            if d.typ() != LinuxDeviceType::B {
+                return Err(DiskError::NotAnImage {
+                    dest: path.clone(),
+                    path,
+                }
+                .into());
+            }
+            out.push(disk(dest?, d.path(), DiskFormat::Raw, false));
+        }
+    }
+    Ok(out)
+}
+
+type RewrittenMounts = (Vec<Mount>, Vec<TmpfsMount>, Vec<Disk>, Vec<String>);
+
 fn rewrite_mounts(
     mounts: Vec<Mount>,
     rootfs: &Path,
     bundle: &Path,
-) -> Result<(Vec<Mount>, Vec<TmpfsMount>), BundleError> {
+    disk_format: fn(&Path) -> Option<DiskFormat>,
+) -> Result<RewrittenMounts, BundleError> {
     let mut out = vec![
         // First, so that Docker's mounts below land inside it.
         MountBuilder::default()
@@ -443,10 +556,29 @@ fn rewrite_mounts(
             .build()?,
     ];
     let mut guest_tmpfs = Vec::new();
+    let mut disks = Vec::new();
+    let mut binds = Vec::new();
     for mut m in mounts {
         let dest = m.destination().clone();
         if !is_clean_absolute(&dest) {
             return Err(BundleError::BadDestination(dest));
+        }
+        // A disk image stays at its /dev/runq path in the proxy's
+        // container (a tmpfs /dev), where QEMU opens it.
+        if let Some(parsed) = disks::parse_dest(&dest.to_string_lossy()) {
+            let parsed = parsed?;
+            let source = m.source().clone().unwrap_or_default();
+            let format = disk_format(&source).ok_or_else(|| DiskError::NotAnImage {
+                dest: dest.to_string_lossy().into_owned(),
+                path: source.to_string_lossy().into_owned(),
+            })?;
+            let ro = m
+                .options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|x| x == "ro"));
+            disks.push(disk(parsed, &dest, format, ro));
+            out.push(m);
+            continue;
         }
         let system = CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest);
         if !system && m.typ().as_deref() == Some("tmpfs") {
@@ -457,11 +589,14 @@ fn rewrite_mounts(
             continue;
         }
         if !system {
+            if m.typ().as_deref() == Some("bind") {
+                binds.push(dest.to_string_lossy().into_owned());
+            }
             m.set_destination(under_rootfs(&dest));
         }
         out.push(m);
     }
-    Ok((out, guest_tmpfs))
+    Ok((out, guest_tmpfs, disks, binds))
 }
 
 fn proxy_process(
@@ -593,6 +728,11 @@ mod tests {
             }],
             macvtap_major: Some(246),
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
+            disk_format: |p| match p.to_str() {
+                Some("/img/q.qcow2") => Some(runq_protocol::DiskFormat::Qcow2),
+                Some("/img/dir") => None,
+                _ => Some(runq_protocol::DiskFormat::Raw),
+            },
         }
     }
 
@@ -696,17 +836,177 @@ mod tests {
         assert_eq!(linux.masked_paths().as_ref().unwrap(), &["/proc/kcore"]);
     }
 
-    #[test]
-    fn mounts_follow_the_rootfs_and_system_mounts_stay() {
-        let r = run_rewrite(DOCKER_CONFIG).unwrap();
-        let dests: Vec<_> = r
-            .spec
+    fn mount_destinations(r: &Rewritten) -> Vec<String> {
+        r.spec
             .mounts()
             .as_ref()
             .unwrap()
             .iter()
             .map(|m| m.destination().to_string_lossy().into_owned())
-            .collect();
+            .collect()
+    }
+
+    /// DOCKER_CONFIG with extra mounts and devices.
+    fn with_disks(mounts: &str, devices: &str) -> String {
+        let c = DOCKER_CONFIG.replacen(r#""mounts": ["#, &format!(r#""mounts": [{mounts}"#), 1);
+        c.replacen(
+            r#""linux": {"#,
+            &format!(r#""linux": {{"devices": [{devices}],"#),
+            1,
+        )
+    }
+
+    #[test]
+    fn runq_disks_stay_in_the_proxy_dev_and_reach_the_vm_spec() {
+        let json = with_disks(
+            r#"{"destination": "/dev/runq/data/none/ext4/mnt/data", "type": "bind", "source": "/img/d.raw", "options": ["rbind"]},
+               {"destination": "/dev/runq/q/writeback", "type": "bind", "source": "/img/q.qcow2", "options": ["rbind", "ro"]},"#,
+            r#"{"path": "/dev/runq/blk/unsafe/xfs/x", "type": "b", "major": 8, "minor": 16}"#,
+        );
+        let r = run_rewrite(&json).unwrap();
+        let dests = mount_destinations(&r);
+        assert!(dests.contains(&"/dev/runq/data/none/ext4/mnt/data".to_string()));
+        assert!(!dests.iter().any(|d| d.starts_with("/rootfs/dev/runq")));
+        let got: Vec<_> =
+            r.vm.disks
+                .iter()
+                .map(|d| {
+                    (
+                        d.guest.id.as_str(),
+                        d.path.as_str(),
+                        d.format,
+                        d.cache,
+                        d.guest.mountpoint.as_deref(),
+                        d.guest.readonly,
+                    )
+                })
+                .collect();
+        use runq_protocol::{DiskCache as C, DiskFormat as F};
+        assert_eq!(
+            got,
+            [
+                (
+                    "data",
+                    "/dev/runq/data/none/ext4/mnt/data",
+                    F::Raw,
+                    C::None,
+                    Some("/mnt/data"),
+                    false
+                ),
+                (
+                    "q",
+                    "/dev/runq/q/writeback",
+                    F::Qcow2,
+                    C::Writeback,
+                    None,
+                    true
+                ),
+                (
+                    "blk",
+                    "/dev/runq/blk/unsafe/xfs/x",
+                    F::Raw,
+                    C::Unsafe,
+                    Some("/x"),
+                    false
+                ),
+            ]
+        );
+        // Docker's other bind mounts are listed for a rootdisk root.
+        assert_eq!(r.vm.binds, ["/etc/hosts", "/data"]);
+    }
+
+    #[test]
+    fn bad_or_duplicate_disks_are_refused_by_name() {
+        for (mounts, want) in [
+            (
+                r#"{"destination": "/dev/runq/d/fast", "type": "bind", "source": "/img/d"},"#,
+                "cache \"fast\"",
+            ),
+            (
+                r#"{"destination": "/dev/runq/d/none", "type": "bind", "source": "/img/d"},
+                   {"destination": "/dev/runq/d/unsafe", "type": "bind", "source": "/img/e"},"#,
+                "id \"d\" is used twice",
+            ),
+            (
+                r#"{"destination": "/dev/runq/d/none", "type": "bind", "source": "/img/dir"},"#,
+                "neither a regular file nor a block device",
+            ),
+        ] {
+            let e = run_rewrite(&with_disks(mounts, ""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn rootdisk_must_name_a_disk_with_a_filesystem() {
+        let rewrite_with = |json: &str, env: &[&str]| {
+            let spec: Spec = serde_json::from_str(json).unwrap();
+            let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+            let settings = resolve(&RuntimeOpts::default(), &env, docker_sizing(&spec)).unwrap();
+            rewrite(
+                spec,
+                "abc",
+                Path::new("/b"),
+                Path::new("/t"),
+                &settings,
+                &host(),
+                false,
+            )
+        };
+        let attach_only = with_disks(
+            r#"{"destination": "/dev/runq/r/none", "type": "bind", "source": "/img/r"},"#,
+            "",
+        );
+        let e = rewrite_with(&attach_only, &["RUNQ_ROOTDISK=r"]).unwrap_err();
+        assert!(matches!(e, BundleError::RootDiskNoFs(_)), "{e}");
+        let e = rewrite_with(&attach_only, &["RUNQ_ROOTDISK=other"]).unwrap_err();
+        assert!(matches!(e, BundleError::RootDiskUnknown(_)), "{e}");
+        let with_fs = with_disks(
+            r#"{"destination": "/dev/runq/r/none/ext4", "type": "bind", "source": "/img/r"},"#,
+            "",
+        );
+        let r = rewrite_with(&with_fs, &["RUNQ_ROOTDISK=r"]).unwrap();
+        assert_eq!(r.vm.rootdisk.unwrap().id, "r");
+    }
+
+    #[test]
+    fn sysctls_and_masked_paths_go_to_the_guest() {
+        let json = DOCKER_CONFIG.replacen(
+            r#""linux": {"#,
+            r#""linux": {"sysctl": {"net.ipv4.ip_forward": "1", "kernel.msgmax": "9000"},
+                         "readonlyPaths": ["/proc/sys"],"#,
+            1,
+        );
+        let r = run_rewrite(&json).unwrap();
+        assert_eq!(
+            r.vm.sysctls,
+            [
+                ("kernel.msgmax".to_string(), "9000".to_string()),
+                ("net.ipv4.ip_forward".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(r.vm.masked_paths, ["/proc/kcore"]);
+        assert_eq!(r.vm.readonly_paths, ["/proc/sys"]);
+        assert!(r.spec.linux().as_ref().unwrap().sysctl().is_none());
+        for bad in ["../../etc/passwd", "net..x", "net/ipv4"] {
+            let json = DOCKER_CONFIG.replacen(
+                r#""linux": {"#,
+                &format!(r#""linux": {{"sysctl": {{"{bad}": "1"}},"#),
+                1,
+            );
+            assert!(
+                matches!(run_rewrite(&json), Err(BundleError::BadSysctl(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn mounts_follow_the_rootfs_and_system_mounts_stay() {
+        let r = run_rewrite(DOCKER_CONFIG).unwrap();
+        let dests = mount_destinations(&r);
         assert_eq!(
             dests,
             [

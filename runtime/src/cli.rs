@@ -44,6 +44,12 @@ pub struct RuntimeOpts {
     /// root filesystem transport: virtiofs|9p
     #[arg(long)]
     pub share: Option<String>,
+    /// 9p cache mode: none|loose|fscache|mmap
+    #[arg(long = "9pcache")]
+    pub ninep_cache: Option<String>,
+    /// guest kernel: a name under the QEMU tree's kernels/ (runq, debian)
+    #[arg(long)]
+    pub kernel: Option<String>,
     /// QEMU -cpu value
     #[arg(long)]
     pub cpuargs: Option<String>,

@@ -5,6 +5,7 @@ mod accel;
 mod bundle;
 mod cli;
 mod commands;
+mod disks;
 mod log;
 mod options;
 

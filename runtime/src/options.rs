@@ -3,7 +3,7 @@
 //! from daemon.json > built-in defaults. An empty `RUNQ_*` value clears the
 //! runtime option, so the next level down applies.
 
-use runq_protocol::{Accel, Share};
+use runq_protocol::{Accel, NinePCache, RootDisk, Share, DEFAULT_KERNEL};
 use thiserror::Error;
 
 use crate::cli::RuntimeOpts;
@@ -27,10 +27,14 @@ pub enum OptionError {
     Accel { setting: String, value: String },
     #[error("{setting}={value:?}: share must be virtiofs or 9p")]
     Share { setting: String, value: String },
-    #[error(
-        "{setting}=9p: the installed guest kernel (Debian's cloud kernel) has no 9p; use virtiofs"
-    )]
-    NinePUnavailable { setting: String },
+    #[error("{setting}={value:?}: 9p cache must be none, loose, fscache or mmap")]
+    NinePCache { setting: String, value: String },
+    #[error("{setting}={value:?}: a kernel name is letters, digits, '.', '_' and '-'")]
+    Kernel { setting: String, value: String },
+    #[error("RUNQ_ROOTDISK={0:?}: not a runq disk id (1 to 36 of a-z A-Z 0-9 _ -)")]
+    RootDisk(String),
+    #[error("RUNQ_ROOTDISK_EXCLUDE={0:?}: paths must be absolute, without '..', and not /")]
+    RootDiskExclude(String),
     #[error("{setting}={value:?}: tmpfs mount points must be absolute paths without '..'")]
     Tmpfs { setting: String, value: String },
     #[error("{setting}={value:?}: must be 1/true or 0/false")]
@@ -46,6 +50,10 @@ pub struct Settings {
     pub mem_mib: u32,
     pub accel: Accel,
     pub share: Share,
+    pub ninep_cache: NinePCache,
+    /// Guest kernel name (a directory under the tree's `kernels/`).
+    pub kernel: String,
+    pub rootdisk: Option<RootDisk>,
     pub cpu_model: Option<String>,
     pub tmpfs: Vec<String>,
     pub systemd: bool,
@@ -203,6 +211,38 @@ fn layered_bool(env: &[String], var: &str, flag: bool) -> Result<bool, OptionErr
     }
 }
 
+/// `RUNQ_ROOTDISK=<id>` and `RUNQ_ROOTDISK_EXCLUDE=/a,/b` (env only, as in
+/// the Go runq); whether the id names a disk is checked with the mounts.
+fn rootdisk_setting(env: &[String]) -> Result<Option<RootDisk>, OptionError> {
+    let Some(id) = env_lookup(env, "RUNQ_ROOTDISK").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let id_ok = (1..=36).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !id_ok {
+        return Err(OptionError::RootDisk(id.to_string()));
+    }
+    let exclude_s = env_lookup(env, "RUNQ_ROOTDISK_EXCLUDE").unwrap_or("");
+    let exclude: Vec<String> = exclude_s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
+    if exclude
+        .iter()
+        .any(|p| !p.starts_with('/') || p.split('/').any(|s| s == ".." || s == "."))
+    {
+        return Err(OptionError::RootDiskExclude(exclude_s.to_string()));
+    }
+    Ok(Some(RootDisk {
+        id: id.to_string(),
+        exclude,
+    }))
+}
+
 fn parse_in_range(v: &str, lo: u32, hi: u32) -> Option<u32> {
     v.trim()
         .parse::<u32>()
@@ -258,8 +298,8 @@ pub fn resolve(
         None => Share::Virtiofs,
         Some(c) => match c.value.as_str() {
             "virtiofs" => Share::Virtiofs,
-            // Debian's cloud kernel, the one installed, lacks 9p.
-            "9p" => return Err(OptionError::NinePUnavailable { setting: c.setting }),
+            // Whether the chosen kernel has 9p is checked against the tree.
+            "9p" => Share::NineP,
             _ => {
                 return Err(OptionError::Share {
                     setting: c.setting,
@@ -268,6 +308,41 @@ pub fn resolve(
             }
         },
     };
+
+    let ninep_cache = match choose(env, "RUNQ_9PCACHE", "9pcache", &opts.ninep_cache) {
+        None => NinePCache::default(),
+        Some(c) => [
+            NinePCache::None,
+            NinePCache::Loose,
+            NinePCache::Fscache,
+            NinePCache::Mmap,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == c.value)
+        .ok_or(OptionError::NinePCache {
+            setting: c.setting,
+            value: c.value,
+        })?,
+    };
+
+    let kernel = match choose(env, "RUNQ_KERNEL", "kernel", &opts.kernel) {
+        None => DEFAULT_KERNEL.to_string(),
+        Some(c) => {
+            let ok = !c.value.starts_with('.')
+                && c.value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(OptionError::Kernel {
+                    setting: c.setting,
+                    value: c.value,
+                });
+            }
+            c.value
+        }
+    };
+
+    let rootdisk = rootdisk_setting(env)?;
 
     let cpu_model = choose(env, "RUNQ_CPUARGS", "cpuargs", &opts.cpuargs).map(|c| c.value);
 
@@ -293,6 +368,9 @@ pub fn resolve(
         mem_mib,
         accel,
         share,
+        ninep_cache,
+        kernel,
+        rootdisk,
         cpu_model,
         tmpfs,
         systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
@@ -400,8 +478,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::Share { .. }));
-        let e = resolve(&RuntimeOpts::default(), &env(&["RUNQ_SHARE=9p"]), NO_DOCKER).unwrap_err();
-        assert!(e.to_string().contains("has no 9p"), "{e}");
+        for (var, want) in [
+            ("RUNQ_9PCACHE=fast", "9p cache must be"),
+            ("RUNQ_KERNEL=../x", "a kernel name is"),
+            ("RUNQ_ROOTDISK=a/b", "not a runq disk id"),
+        ] {
+            let e = resolve(&RuntimeOpts::default(), &env(&[var]), NO_DOCKER).unwrap_err();
+            assert!(e.to_string().contains(want), "{var}: {e}");
+        }
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_ROOTDISK=r", "RUNQ_ROOTDISK_EXCLUDE=/var/cache,tmp"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::RootDiskExclude(_)));
         let e = resolve(
             &RuntimeOpts::default(),
             &env(&["RUNQ_TMPFS=/a,../b"]),
@@ -409,6 +500,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::Tmpfs { .. }));
+    }
+
+    #[test]
+    fn share_kernel_and_rootdisk_settings() {
+        let d = resolve(&RuntimeOpts::default(), &[], NO_DOCKER).unwrap();
+        assert_eq!(
+            (d.share, d.ninep_cache, d.kernel.as_str(), d.rootdisk),
+            (Share::Virtiofs, NinePCache::Mmap, DEFAULT_KERNEL, None)
+        );
+        let o = RuntimeOpts {
+            share: Some("9p".into()),
+            ninep_cache: Some("loose".into()),
+            kernel: Some("debian".into()),
+            ..Default::default()
+        };
+        let s = resolve(
+            &o,
+            &env(&[
+                "RUNQ_KERNEL=runq",
+                "RUNQ_ROOTDISK=root",
+                "RUNQ_ROOTDISK_EXCLUDE=/var/cache/, /tmp",
+            ]),
+            NO_DOCKER,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.share, s.ninep_cache, s.kernel.as_str()),
+            (Share::NineP, NinePCache::Loose, "runq")
+        );
+        assert_eq!(
+            s.rootdisk,
+            Some(RootDisk {
+                id: "root".into(),
+                exclude: vec!["/var/cache".into(), "/tmp".into()],
+            })
+        );
     }
 
     #[test]

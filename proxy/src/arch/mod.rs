@@ -5,7 +5,7 @@
 mod s390x;
 mod x86_64;
 
-use runq_protocol::VmSpec;
+use runq_protocol::{Disk, DiskCache, DiskFormat, Share, VmSpec};
 
 /// The accelerator actually used (after probing for `auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,17 +155,46 @@ pub fn qemu_args(
         &format!("socket,id=vsock,path={}", paths.vsock_socket),
     ]);
     push(&["-device", &format!("vhost-user-vsock-{bus},chardev=vsock")]);
-    push(&[
-        "-chardev",
-        &format!("socket,id=rootfs,path={}", paths.virtiofs_socket),
-    ]);
-    push(&[
-        "-device",
-        &format!(
-            "vhost-user-fs-{bus},chardev=rootfs,tag={}",
-            runq_protocol::ROOTFS_TAG
-        ),
-    ]);
+    match vm.share {
+        Share::Virtiofs => {
+            push(&[
+                "-chardev",
+                &format!("socket,id=rootfs,path={}", paths.virtiofs_socket),
+            ]);
+            push(&[
+                "-device",
+                &format!(
+                    "vhost-user-fs-{bus},chardev=rootfs,tag={}",
+                    runq_protocol::ROOTFS_TAG
+                ),
+            ]);
+        }
+        Share::NineP => {
+            // passthrough: files carry the guest's owners and modes;
+            // remap: bind mounts under the root keep distinct inodes.
+            push(&[
+                "-fsdev",
+                &format!(
+                    "local,id=rootfs,path={},security_model=passthrough,multidevs=remap",
+                    runq_protocol::CONTAINER_ROOTFS
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!(
+                    "virtio-9p-{bus},fsdev=rootfs,mount_tag={}",
+                    runq_protocol::ROOTFS_TAG
+                ),
+            ]);
+        }
+    }
+    for (i, d) in vm.disks.iter().enumerate() {
+        push(&["-drive", &drive_arg(i, d)]);
+        push(&[
+            "-device",
+            &format!("virtio-blk-{bus},drive=disk{i},serial={}", d.guest.id),
+        ]);
+    }
     for (i, nic) in paths.nics.iter().enumerate() {
         let vhost = if host.vhost_net { ",vhost=on" } else { "" };
         push(&["-netdev", &format!("tap,id=net{i},fd={}{vhost}", nic.fd)]);
@@ -177,6 +206,27 @@ pub fn qemu_args(
     // Guests boot without waiting for entropy (hosts like these run low).
     push(&["-object", "rng-random,id=rng,filename=/dev/urandom"]);
     push(&["-device", &format!("virtio-rng-{bus},rng=rng")]);
+    a
+}
+
+/// `-drive` for runq disk `i`: the image format detected by runq create,
+/// the cache mode asked for (none: O_DIRECT with native AIO).
+fn drive_arg(i: usize, d: &Disk) -> String {
+    let format = match d.format {
+        DiskFormat::Raw => "raw",
+        DiskFormat::Qcow2 => "qcow2",
+    };
+    let mut a = format!(
+        "file={},if=none,id=disk{i},format={format},cache={}",
+        d.path.replace(',', ",,"),
+        d.cache.as_str()
+    );
+    if d.cache == DiskCache::None {
+        a += ",aio=native";
+    }
+    if d.guest.readonly {
+        a += ",readonly=on";
+    }
     a
 }
 
@@ -192,6 +242,14 @@ mod tests {
             mem_mib: 300,
             accel: runq_protocol::Accel::Auto,
             share: Share::Virtiofs,
+            ninep_cache: runq_protocol::NinePCache::Mmap,
+            kernel: "runq".into(),
+            disks: vec![],
+            rootdisk: None,
+            binds: vec![],
+            sysctls: vec![],
+            masked_paths: vec![],
+            readonly_paths: vec![],
             cpu_model: None,
             hostname: None,
             process: ProcessSpec::default(),
@@ -375,6 +433,79 @@ mod tests {
             values(&none, "-netdev").is_empty(),
             "--network none: no NIC"
         );
+    }
+
+    #[test]
+    fn ninep_root_is_served_by_qemu_per_arch() {
+        let mut v = vm();
+        v.share = Share::NineP;
+        for (arch, dev) in [
+            (
+                TargetArch::X86_64,
+                "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs",
+            ),
+            (
+                TargetArch::S390x,
+                "virtio-9p-ccw,fsdev=rootfs,mount_tag=rootfs",
+            ),
+        ] {
+            let args = qemu_args(&v, arch, Accel::Tcg, &host(), &paths());
+            assert_eq!(
+                values(&args, "-fsdev"),
+                ["local,id=rootfs,path=/rootfs,security_model=passthrough,multidevs=remap"]
+            );
+            assert!(values(&args, "-device").contains(&dev), "{arch:?}");
+            assert!(
+                !args.join(" ").contains("vhost-user-fs"),
+                "{arch:?}: no virtiofs device with 9p"
+            );
+        }
+    }
+
+    #[test]
+    fn disks_get_format_cache_and_serial_per_arch() {
+        use runq_protocol::{DiskFs, GuestDisk};
+        let disk = |id: &str, path: &str, cache, format, readonly| Disk {
+            guest: GuestDisk {
+                id: id.into(),
+                fs: Some(DiskFs::Ext4),
+                mountpoint: None,
+                readonly,
+            },
+            path: path.into(),
+            cache,
+            format,
+        };
+        let mut v = vm();
+        v.disks = vec![
+            disk(
+                "a",
+                "/dev/runq/a/none",
+                DiskCache::None,
+                DiskFormat::Raw,
+                false,
+            ),
+            disk(
+                "b-2",
+                "/dev/runq/b,x",
+                DiskCache::Writeback,
+                DiskFormat::Qcow2,
+                true,
+            ),
+        ];
+        let args = qemu_args(&v, TargetArch::X86_64, Accel::Tcg, &host(), &paths());
+        assert_eq!(
+            values(&args, "-drive"),
+            [
+                "file=/dev/runq/a/none,if=none,id=disk0,format=raw,cache=none,aio=native",
+                "file=/dev/runq/b,,x,if=none,id=disk1,format=qcow2,cache=writeback,readonly=on",
+            ]
+        );
+        let devices = values(&args, "-device");
+        assert!(devices.contains(&"virtio-blk-device,drive=disk0,serial=a"));
+        assert!(devices.contains(&"virtio-blk-device,drive=disk1,serial=b-2"));
+        let args = qemu_args(&v, TargetArch::S390x, Accel::Tcg, &host(), &paths());
+        assert!(values(&args, "-device").contains(&"virtio-blk-ccw,drive=disk0,serial=a"));
     }
 
     #[test]

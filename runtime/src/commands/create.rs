@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use oci_spec::runtime::Spec;
 
@@ -29,16 +29,51 @@ pub fn run(cli: &Cli, log: &Logger, verb: &[OsString]) -> Result<i32> {
     exec_lower(cli, verb)
 }
 
-/// Files the VM cannot start without, relative to the QEMU tree.
-const TREE_FILES: &[&str] = &["kernel", "initrd", PROXY_PATH];
-
-fn check_tree(tree: &Path) -> Result<()> {
-    for f in TREE_FILES {
-        let p = tree.join(f.trim_start_matches('/'));
-        if !p.is_file() {
+/// Check that the tree has the proxy and the chosen kernel, and that the
+/// kernel can mount the root the way `settings` asks.
+fn check_tree(tree: &Path, settings: &options::Settings) -> Result<()> {
+    let incomplete = |p: &Path| {
+        anyhow!(
+            "{} is missing: the QEMU tree is incomplete (run `make install`)",
+            p.display()
+        )
+    };
+    let proxy = tree.join(PROXY_PATH.trim_start_matches('/'));
+    if !proxy.is_file() {
+        return Err(incomplete(&proxy));
+    }
+    let kdir = tree.join("kernels").join(&settings.kernel);
+    for f in ["kernel", "initrd"] {
+        let p = kdir.join(f);
+        if p.is_file() {
+            continue;
+        }
+        if settings.kernel != runq_protocol::DEFAULT_KERNEL && !kdir.is_dir() {
+            let installed: Vec<String> = fs::read_dir(tree.join("kernels"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != runq_protocol::DEFAULT_KERNEL)
+                        .collect()
+                })
+                .unwrap_or_default();
             bail!(
-                "{} is missing: the QEMU tree is incomplete (run `make install`)",
-                p.display()
+                "guest kernel {:?} is not installed in {}/kernels (installed: {})",
+                settings.kernel,
+                tree.display(),
+                installed.join(", ")
+            );
+        }
+        return Err(incomplete(&p));
+    }
+    if settings.share == runq_protocol::Share::NineP {
+        let features = fs::read_to_string(kdir.join("features")).unwrap_or_default();
+        if !features.split_whitespace().any(|f| f == "9p") {
+            let version = fs::read_to_string(kdir.join("version")).unwrap_or_default();
+            bail!(
+                "share 9p: guest kernel {:?} ({}) has no 9p; use virtiofs, or a kernel with 9p (--kernel runq)",
+                settings.kernel,
+                version.trim()
             );
         }
     }
@@ -59,13 +94,13 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
     if bundle::is_cri_sandbox(&spec) {
         return Ok(()); // the pause container: runc runs it unchanged
     }
-    check_tree(&cli.opts.qemu_tree)?;
     let env = spec
         .process()
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
     let mut settings = options::resolve(&cli.opts, &env, bundle::docker_sizing(&spec))?;
+    check_tree(&cli.opts.qemu_tree, &settings)?;
     let (accel, warning) = accel::choose(settings.accel)?;
     settings.accel = accel;
     if let Some(w) = warning {
@@ -146,7 +181,27 @@ fn host_facts() -> Result<HostFacts> {
         devices,
         macvtap_major,
         is_host_netns,
+        disk_format,
     })
+}
+
+/// qcow2 or raw by the image's first bytes; block devices are raw.
+fn disk_format(path: &Path) -> Option<runq_protocol::DiskFormat> {
+    use std::io::Read;
+    let meta = fs::metadata(path).ok()?;
+    if meta.file_type().is_block_device() {
+        return Some(runq_protocol::DiskFormat::Raw);
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    let mut header = Vec::with_capacity(4);
+    fs::File::open(path)
+        .ok()?
+        .take(4)
+        .read_to_end(&mut header)
+        .ok()?;
+    Some(crate::disks::format_from_header(&header))
 }
 
 /// Same namespace inode as the runtime's own (which is the host's).
