@@ -20,7 +20,7 @@ KERNEL      ?= $(if $(filter x86_64,$(ARCH)),runq,debian)
 KERNEL_DIR  := build/kernel
 KERNEL_PACKAGES := $(if $(filter runq,$(KERNEL)),linux-source-6.1 bc bison flex libelf-dev libssl-dev kmod)
 
-.PHONY: all deps build tree install install-containerd demo test test-soak unit integration bench clean lint cross kernel
+.PHONY: all deps build tree install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
@@ -88,6 +88,18 @@ integration: install
 ## test-soak: churn (200 sequential + 20x10 parallel runs), host state before/after
 test-soak: install
 	test/soak
+
+## test-s390x: cross-arch boot test: s390x guest (Debian kernel, s390x
+## runq-init, s390x busybox image) under qemu-system-s390x, through docker
+test-s390x: install
+	@dpkg-query -W -f='$${Status}\n' qemu-system-misc 2>/dev/null | grep -q 'ok installed' || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-misc >/dev/null
+	$(MAKE) ARCH=s390x cross
+	test/s390x
+
+## fuzz: cargo-fuzz targets (wire decoder, config.json rewrite, disk specs), FUZZ_SECONDS each
+fuzz:
+	fuzz/run
 
 lint:
 	cargo fmt --all -- --check

@@ -1,18 +1,11 @@
 //! `runq`: a runc-compatible front. `create`/`run` turn the container into
 //! a container around a VM (see `bundle`), everything else is runc's.
 
-mod accel;
-mod bundle;
-mod cli;
-mod commands;
-mod disks;
-mod log;
-mod options;
-
 use clap::Parser;
 
-use crate::cli::Cli;
-use crate::log::Logger;
+use runq::cli::Cli;
+use runq::commands;
+use runq::log::Logger;
 
 fn main() {
     let raw: Vec<String> = std::env::args().collect();
