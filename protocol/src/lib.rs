@@ -11,8 +11,8 @@ pub mod spec;
 pub mod wire;
 
 pub use spec::{
-    rlimit_resource, Accel, CapSets, Disk, DiskCache, DiskFormat, DiskFs, GuestDisk, NinePCache,
-    ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, RLIMIT_NAMES,
+    rlimit_resource, Accel, CapSets, Disk, DiskCache, DiskFormat, DiskFs, GuestArch, GuestDisk,
+    NinePCache, ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, RLIMIT_NAMES,
 };
 pub use wire::{ExitStatus, Msg, WireError};
 

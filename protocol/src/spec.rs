@@ -24,6 +24,34 @@ pub enum Share {
     NineP,
 }
 
+/// A guest architecture other than the host's, emulated under TCG
+/// (`--guest-arch`; the cross-arch boot test uses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestArch {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    S390x,
+}
+
+impl GuestArch {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "x86_64",
+            GuestArch::S390x => "s390x",
+        }
+    }
+
+    /// The architecture this binary runs on.
+    pub const fn host() -> Self {
+        if cfg!(target_arch = "s390x") {
+            GuestArch::S390x
+        } else {
+            GuestArch::X86_64
+        }
+    }
+}
+
 /// 9p cache mode (`--9pcache`), the guest's `cache=` mount option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -216,6 +244,9 @@ pub struct VmSpec {
     pub mem_mib: u32,
     pub accel: Accel,
     pub share: Share,
+    /// The guest's architecture when it is not the host's (TCG only).
+    #[serde(default)]
+    pub guest_arch: Option<GuestArch>,
     /// The 9p cache mode, when `share` is 9p.
     #[serde(default)]
     pub ninep_cache: NinePCache,
@@ -325,6 +356,7 @@ mod tests {
             accel: Accel::Tcg,
             share: Share::NineP,
             ninep_cache: NinePCache::Loose,
+            guest_arch: Some(GuestArch::S390x),
             kernel: "runq".into(),
             disks: vec![Disk {
                 guest: GuestDisk {

@@ -71,7 +71,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         &run_path("vsock.log"),
     )?;
 
-    let arch = TargetArch::host();
+    let arch = TargetArch::of_guest(vm.guest_arch);
     let host = HostInfo {
         tsc_khz: tsc_khz(),
         vhost_net: Path::new("/dev/vhost-net").exists(),

@@ -193,6 +193,7 @@ pub fn rewrite(
         accel: settings.accel,
         share: settings.share,
         ninep_cache: settings.ninep_cache,
+        guest_arch: settings.guest_arch,
         kernel: settings.kernel.clone(),
         disks: Vec::new(),
         rootdisk: settings.rootdisk.clone(),

@@ -50,6 +50,10 @@ pub struct RuntimeOpts {
     /// guest kernel: a name under the QEMU tree's kernels/ (runq, debian)
     #[arg(long)]
     pub kernel: Option<String>,
+    /// emulate another architecture under TCG: x86_64|s390x (with a kernel
+    /// of that arch in the tree; the cross-arch boot test uses it)
+    #[arg(long)]
+    pub guest_arch: Option<String>,
     /// QEMU -cpu value
     #[arg(long)]
     pub cpuargs: Option<String>,

@@ -3,7 +3,7 @@
 //! from daemon.json > built-in defaults. An empty `RUNQ_*` value clears the
 //! runtime option, so the next level down applies.
 
-use runq_protocol::{Accel, NinePCache, RootDisk, Share, DEFAULT_KERNEL};
+use runq_protocol::{Accel, GuestArch, NinePCache, RootDisk, Share, DEFAULT_KERNEL};
 use thiserror::Error;
 
 use crate::cli::RuntimeOpts;
@@ -29,6 +29,12 @@ pub enum OptionError {
     Share { setting: String, value: String },
     #[error("{setting}={value:?}: 9p cache must be none, loose, fscache or mmap")]
     NinePCache { setting: String, value: String },
+    #[error("{setting}={value:?}: guest architecture must be x86_64 or s390x")]
+    GuestArch { setting: String, value: String },
+    #[error(
+        "{setting}={value:?}: another architecture can only be emulated (TCG), not run with KVM"
+    )]
+    ForeignArchNeedsTcg { setting: String, value: String },
     #[error("{setting}={value:?}: a kernel name is letters, digits, '.', '_' and '-'")]
     Kernel { setting: String, value: String },
     #[error("RUNQ_ROOTDISK={0:?}: not a runq disk id (1 to 36 of a-z A-Z 0-9 _ -)")]
@@ -51,6 +57,8 @@ pub struct Settings {
     pub accel: Accel,
     pub share: Share,
     pub ninep_cache: NinePCache,
+    /// `None`: the host's architecture.
+    pub guest_arch: Option<GuestArch>,
     /// Guest kernel name (a directory under the tree's `kernels/`).
     pub kernel: String,
     pub rootdisk: Option<RootDisk>,
@@ -344,6 +352,35 @@ pub fn resolve(
 
     let rootdisk = rootdisk_setting(env)?;
 
+    let mut accel = accel;
+    let guest_arch = match choose(env, "RUNQ_GUEST_ARCH", "guest-arch", &opts.guest_arch) {
+        None => None,
+        Some(c) => {
+            let arch = [GuestArch::X86_64, GuestArch::S390x]
+                .into_iter()
+                .find(|a| a.as_str() == c.value)
+                .ok_or_else(|| OptionError::GuestArch {
+                    setting: c.setting.clone(),
+                    value: c.value.clone(),
+                })?;
+            if arch == GuestArch::host() {
+                None
+            } else {
+                // Only TCG can run another architecture's code.
+                match accel {
+                    Accel::Kvm => {
+                        return Err(OptionError::ForeignArchNeedsTcg {
+                            setting: c.setting,
+                            value: c.value,
+                        })
+                    }
+                    _ => accel = Accel::Tcg,
+                }
+                Some(arch)
+            }
+        }
+    };
+
     let cpu_model = choose(env, "RUNQ_CPUARGS", "cpuargs", &opts.cpuargs).map(|c| c.value);
 
     let tmpfs = match choose(env, "RUNQ_TMPFS", "tmpfs", &opts.tmpfs) {
@@ -369,6 +406,7 @@ pub fn resolve(
         accel,
         share,
         ninep_cache,
+        guest_arch,
         kernel,
         rootdisk,
         cpu_model,
@@ -536,6 +574,36 @@ mod tests {
                 exclude: vec!["/var/cache".into(), "/tmp".into()],
             })
         );
+    }
+
+    #[test]
+    fn foreign_guest_arch_forces_tcg_and_refuses_kvm() {
+        let foreign = if GuestArch::host() == GuestArch::S390x {
+            "x86_64"
+        } else {
+            "s390x"
+        };
+        let var = format!("RUNQ_GUEST_ARCH={foreign}");
+        let s = resolve(&RuntimeOpts::default(), &env(&[&var]), NO_DOCKER).unwrap();
+        assert_eq!(s.accel, Accel::Tcg);
+        assert_eq!(s.guest_arch.map(GuestArch::as_str), Some(foreign));
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&[&var, "RUNQ_ACCEL=kvm"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::ForeignArchNeedsTcg { .. }));
+        let native = format!("RUNQ_GUEST_ARCH={}", GuestArch::host().as_str());
+        let s = resolve(&RuntimeOpts::default(), &env(&[&native]), NO_DOCKER).unwrap();
+        assert_eq!((s.guest_arch, s.accel), (None, Accel::Auto));
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_GUEST_ARCH=mips"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::GuestArch { .. }));
     }
 
     #[test]

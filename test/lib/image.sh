@@ -7,8 +7,10 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then exit 0; fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,sys,dev,root,home,var/www}
-cp /bin/busybox "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list-full); do
+# BUSYBOX: another busybox-static build (the s390x one for the cross-arch
+# test); the applet list comes from the host's busybox of the same version.
+cp "${BUSYBOX:-/bin/busybox}" "$root/bin/busybox"
+for applet in $(/bin/busybox --list-full); do
   [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
 cat > "$root/etc/passwd" <<'P'

@@ -36,6 +36,16 @@ impl TargetArch {
         }
     }
 
+    /// The guest's architecture: the host's unless the VM description
+    /// asks to emulate another.
+    pub fn of_guest(guest: Option<runq_protocol::GuestArch>) -> Self {
+        match guest {
+            None => Self::host(),
+            Some(runq_protocol::GuestArch::X86_64) => TargetArch::X86_64,
+            Some(runq_protocol::GuestArch::S390x) => TargetArch::S390x,
+        }
+    }
+
     fn ops(self) -> &'static dyn ArchOps {
         match self {
             TargetArch::X86_64 => &x86_64::X86_64,
@@ -51,6 +61,8 @@ trait ArchOps {
     fn cpu(&self, accel: Accel) -> &'static str;
     /// Suffix of virtio device models: `device` (mmio), `pci`, `ccw`.
     fn virtio_bus(&self) -> &'static str;
+    /// The vhost-user vsock device model.
+    fn vsock_device(&self) -> &'static str;
     /// Arguments that connect the guest console to `chardev`.
     fn console(&self, chardev: &str) -> Vec<String>;
     /// Kernel command line entries specific to this arch and accelerator.
@@ -154,7 +166,7 @@ pub fn qemu_args(
         "-chardev",
         &format!("socket,id=vsock,path={}", paths.vsock_socket),
     ]);
-    push(&["-device", &format!("vhost-user-vsock-{bus},chardev=vsock")]);
+    push(&["-device", &format!("{},chardev=vsock", ops.vsock_device())]);
     match vm.share {
         Share::Virtiofs => {
             push(&[
@@ -243,6 +255,7 @@ mod tests {
             accel: runq_protocol::Accel::Auto,
             share: Share::Virtiofs,
             ninep_cache: runq_protocol::NinePCache::Mmap,
+            guest_arch: None,
             kernel: "runq".into(),
             disks: vec![],
             rootdisk: None,
@@ -342,7 +355,7 @@ mod tests {
             machine: "s390-ccw-virtio",
             cpu: "max",
             devices: [
-                "vhost-user-vsock-ccw,chardev=vsock",
+                "vhost-user-vsock-pci,chardev=vsock",
                 "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
                 "virtio-rng-ccw,rng=rng",
             ],
@@ -357,7 +370,7 @@ mod tests {
             machine: "s390-ccw-virtio",
             cpu: "host",
             devices: [
-                "vhost-user-vsock-ccw,chardev=vsock",
+                "vhost-user-vsock-pci,chardev=vsock",
                 "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
                 "virtio-rng-ccw,rng=rng",
             ],

@@ -25,6 +25,12 @@ impl ArchOps for S390x {
         "ccw"
     }
 
+    /// QEMU (7.2) has no vhost-user-vsock-ccw; the PCI model works on
+    /// s390x through zPCI (the guest loads virtio_pci).
+    fn vsock_device(&self) -> &'static str {
+        "vhost-user-vsock-pci"
+    }
+
     fn console(&self, chardev: &str) -> Vec<String> {
         vec!["-device".into(), format!("sclpconsole,chardev={chardev}")]
     }

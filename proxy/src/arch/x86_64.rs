@@ -27,6 +27,10 @@ impl ArchOps for X86_64 {
         "device"
     }
 
+    fn vsock_device(&self) -> &'static str {
+        "vhost-user-vsock-device"
+    }
+
     fn console(&self, chardev: &str) -> Vec<String> {
         vec!["-serial".into(), format!("chardev:{chardev}")]
     }

@@ -1,0 +1,82 @@
+# Shared by build-tree.sh and add-s390x-guest.sh (sourced; expects $out,
+# $bins, $fs_groups and die()).
+
+# A binary and every library it links, at the same paths as on the host.
+copy_with_libs() {
+  local bin=$1 dest=$2
+  install -m 0755 "$bin" "$out$dest"
+  ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+    [ -e "$out$lib" ] && continue
+    mkdir -p "$out$(dirname "$lib")"
+    cp -L "$lib" "$out$lib"
+  done
+}
+
+# initrd with runq-init as /init, busybox (its ip applet configures the
+# guest's network), and MODDIR's modules: those in LOAD in dependency
+# order (listed in /modules.list for init), or the whole tree (for
+# modprobe in the guest).
+# make_initrd OUT KVER MODDIR ship|load [MODULE...]
+# Uses $bins/runq-init, $BUSYBOX (default /bin/busybox), $fs_groups, die.
+make_initrd() {
+  local dest=$1 kver=$2 moddir=$3 mode=$4 stage rel name m
+  shift 4
+  stage=$(mktemp -d)
+  mkdir -p "$stage"/{dev,proc,sys,rootfs,lib/modules,bin}
+  install -m 0755 "$bins/runq-init" "$stage/init"
+  install -m 0755 "${BUSYBOX:-/bin/busybox}" "$stage/bin/busybox"
+  mknod -m 600 "$stage/dev/console" c 5 1
+  : > "$stage/modules.list"
+  if [ "$mode" = ship ]; then
+    cp -a "$moddir" "$stage/lib/modules/$kver"
+    rm -f "$stage/lib/modules/$kver"/{build,source}
+  else
+    declare -A seen=()
+    local order=()
+    add_module() { # depth-first: dependencies first
+      local rel=$1 dep
+      [ -n "${seen[$rel]:-}" ] && return
+      seen[$rel]=1
+      for dep in $(grep -E "^$rel:" "$moddir/modules.dep" | cut -d: -f2); do
+        add_module "$dep"
+      done
+      order+=("$rel")
+    }
+    # write_list LIST MODULE...: LIST loads MODULE... and what they need
+    # beyond the common list.
+    write_list() {
+      local list=$1 rel name m
+      shift
+      order=()
+      for m in "$@"; do
+        rel=$(grep -E "/$m\.ko(\.[a-z]+)?:" "$moddir/modules.dep" | cut -d: -f1 || true)
+        if [ -z "$rel" ]; then
+          grep -qE "/$m\.ko" "$moddir/modules.builtin" || die "module $m neither built in nor shipped by $kver"
+          continue
+        fi
+        add_module "$rel"
+      done
+      : > "$stage/$list"
+      for rel in "${order[@]}"; do
+        name=$(basename "$rel")
+        case "$name" in
+          *.ko.xz) xz -dc "$moddir/$rel" > "$stage/lib/modules/${name%.xz}"; name=${name%.xz} ;;
+          *.ko.zst) zstd -qdc "$moddir/$rel" > "$stage/lib/modules/${name%.zst}"; name=${name%.zst} ;;
+          *) cp "$moddir/$rel" "$stage/lib/modules/$name" ;;
+        esac
+        echo "/lib/modules/$name" >> "$stage/$list"
+      done
+    }
+    write_list modules.list "$@"
+    local common g k
+    common=$(printf '%s\n' "${!seen[@]}")
+    for g in "${fs_groups[@]}"; do
+      seen=()
+      for k in $common; do seen[$k]=1; done
+      write_list "modules.$g.list" "$g"
+    done
+  fi
+  # Uncompressed: under TCG decompression costs more than reading.
+  (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$dest"
+  rm -rf "$stage"
+}
