@@ -59,3 +59,26 @@ test_masked_and_readonly_paths_hold_in_the_guest() {
     return 1
   fi
 }
+
+test_seccomp_default_profile_unconfined_and_custom_profile() {
+  local out prof
+  # Docker's default profile refuses unshare (a user namespace needs no
+  # capability, so only seccomp stands in the way).
+  out=$("${RUNQ[@]}" --rm "$IMAGE" sh -c 'unshare -U true 2>&1; echo rc=$?')
+  [[ "$out" == *"Operation not permitted"*"rc=1" ]] || why "default profile: $out" || return
+  out=$("${RUNQ[@]}" --rm --security-opt seccomp=unconfined "$IMAGE" sh -c 'unshare -U true; echo rc=$?')
+  expect_eq "unshare with seccomp=unconfined" rc=0 "$out" || return
+  # A custom profile: everything allowed but chmod (EACCES).
+  prof=$(mktemp)
+  echo '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}' >"$prof"
+  out=$("${RUNQ[@]}" --rm --security-opt seccomp="$prof" "$IMAGE" \
+    sh -c 'unshare -U true; echo rc=$?; touch /tmp/f; chmod 600 /tmp/f 2>&1 | grep -o "Permission denied"')
+  rm -f "$prof"
+  expect_eq "custom profile: unshare allowed, chmod refused with its errno" "$(printf 'rc=0\nPermission denied')" "$out" || return
+  # exec gets the container's filters too.
+  local c; c=$(cname seccompexec)
+  "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null && wait_log "$c" ready || return
+  out=$(docker exec "$c" sh -c 'unshare -U true 2>/dev/null; echo rc=$?')
+  expect_eq "unshare in docker exec under the default profile" rc=1 "$out"
+}

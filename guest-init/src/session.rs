@@ -55,9 +55,11 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         masked: start.masked_paths.clone(),
         readonly: start.readonly_paths.clone(),
     };
+    let seccomp = Arc::new(start.seccomp.clone());
     let w = match workload::spawn(
         &start.process,
         start.winsize,
+        &seccomp,
         Target::NewNamespaces(&confinement),
     ) {
         Ok(w) => w,
@@ -65,7 +67,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     };
     let pid = w.pid;
     let reaper = Arc::new(Reaper::default());
-    if let Err(e) = serve_execs(pid, reaper.clone()) {
+    if let Err(e) = serve_execs(pid, reaper.clone(), seccomp) {
         log(&format!("exec is unavailable: {e:#}"));
     }
     let systemd = start.systemd;
@@ -100,14 +102,16 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
 }
 
 /// Accept exec connections for as long as the workload runs.
-fn serve_execs(workload: Pid, reaper: Arc<Reaper>) -> Result<()> {
+/// Every exec gets the workload's seccomp filters, as under runc.
+fn serve_execs(workload: Pid, reaper: Arc<Reaper>, seccomp: Arc<Vec<Vec<u64>>>) -> Result<()> {
     let listener = VsockListener::bind_with_cid_port(VMADDR_CID_ANY, EXEC_PORT)
         .with_context(|| format!("listening on vsock port {EXEC_PORT}"))?;
     thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let reaper = reaper.clone();
+            let seccomp = seccomp.clone();
             thread::spawn(move || {
-                if let Err(e) = exec_session(conn, workload, &reaper) {
+                if let Err(e) = exec_session(conn, workload, &reaper, &seccomp) {
                     log(&format!("exec: {e:#}"));
                 }
             });
@@ -116,14 +120,19 @@ fn serve_execs(workload: Pid, reaper: Arc<Reaper>) -> Result<()> {
     Ok(())
 }
 
-fn exec_session(mut conn: VsockStream, workload: Pid, reaper: &Reaper) -> Result<()> {
+fn exec_session(
+    mut conn: VsockStream,
+    workload: Pid,
+    reaper: &Reaper,
+    seccomp: &[Vec<u64>],
+) -> Result<()> {
     wire::handshake(&mut conn)?;
     let req = match wire::read_msg(&mut conn)? {
         Some(Msg::Exec(r)) => r,
         other => anyhow::bail!("expected Exec, got {other:?}"),
     };
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone()?));
-    let w = match workload::spawn(&req.process, req.winsize, Target::Join(workload)) {
+    let w = match workload::spawn(&req.process, req.winsize, seccomp, Target::Join(workload)) {
         Ok(w) => w,
         Err(e) => return send(&writer, &e.into()),
     };
@@ -152,7 +161,8 @@ fn sigusr_hook(workload: Pid, env: Vec<String>, writer: Writer, reaper: Arc<Reap
             cwd: "/".into(),
             ..Default::default()
         };
-        match workload::spawn(&p, None, Target::Join(workload)) {
+        // The operator's hook scripts, not the workload: no seccomp.
+        match workload::spawn(&p, None, &[], Target::Join(workload)) {
             Ok(h) => {
                 // Reap it like any exec'd process; nobody waits.
                 drop(reaper.watch(h.pid));

@@ -126,6 +126,7 @@ fn confine(masked: &[CString], readonly: &[CString]) -> nix::Result<()> {
 pub fn spawn(
     p: &ProcessSpec,
     winsize: Option<(u16, u16)>,
+    seccomp: &[Vec<u64>],
     target: Target,
 ) -> Result<Workload, SpawnError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
@@ -168,6 +169,20 @@ pub fn spawn(
             .map(|s| CString::new(s.as_str()).map_err(|e| fail("masked/readonly path", &e)))
             .collect()
     };
+    // BPF programs unpacked (code, jt, jf, k), before the fork.
+    let filters: Vec<Vec<libc::sock_filter>> = seccomp
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|w| libc::sock_filter {
+                    code: (w >> 48) as u16,
+                    jt: (w >> 40) as u8,
+                    jf: (w >> 32) as u8,
+                    k: *w as u32,
+                })
+                .collect()
+        })
+        .collect();
     let (masked, readonly) = match &target {
         Target::NewNamespaces(c) => (c_paths(&c.masked)?, c_paths(&c.readonly)?),
         Target::Join(_) => (Vec::new(), Vec::new()),
@@ -255,14 +270,22 @@ pub fn spawn(
                     return Err(io::Error::last_os_error());
                 }
             }
+            // As runc: without no_new_privs the filters must go in while
+            // the process still has CAP_SYS_ADMIN; with it, last.
+            if !no_new_privs {
+                install_seccomp(&filters)?;
+            }
             setgroups(&groups)?;
             setgid(gid)?;
             setuid(uid)?;
             if let Some(c) = &caps {
                 set_caps(c)?;
             }
-            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
+            if no_new_privs {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                install_seccomp(&filters)?;
             }
             Ok(())
         });
@@ -300,6 +323,30 @@ pub fn spawn(
         },
     };
     Ok(w)
+}
+
+/// Install seccomp filters; between fork and exec: system calls only
+/// (the descriptor lives on the stack).
+fn install_seccomp(filters: &[Vec<libc::sock_filter>]) -> io::Result<()> {
+    for f in filters {
+        let prog = libc::sock_fprog {
+            len: f.len() as u16,
+            filter: f.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `prog` describes `f`, which is alive for the call; the
+        // kernel copies the program.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Drop every capability outside `bounding` from the bounding set.

@@ -286,10 +286,11 @@ pub struct VmSpec {
     /// Size of /dev/shm in bytes (Docker's `--shm-size`).
     #[serde(default)]
     pub shm_size: Option<u64>,
-    /// The workload's OCI seccomp profile, moved from the container (where
-    /// QEMU runs) to the guest, verbatim.
+    /// The workload's seccomp profile as BPF programs (compiled by `runq
+    /// create`, each `sock_filter` packed in a u64), all installed in the
+    /// guest for the workload and every exec. Empty: unconfined.
     #[serde(default)]
-    pub seccomp: Option<serde_json::Value>,
+    pub seccomp: Vec<Vec<u64>>,
     /// Log debug lines from the proxy and keep guest kernel messages.
     #[serde(default)]
     pub debug: bool,
@@ -388,7 +389,7 @@ mod tests {
                 options: vec!["size=1m".into()],
             }],
             shm_size: None,
-            seccomp: None,
+            seccomp: vec![vec![0x0006_0000_7fff_0000]],
             debug: false,
             systemd: true,
             runqenv: false,

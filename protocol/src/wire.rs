@@ -111,6 +111,8 @@ pub struct StartRequest {
     /// workload's mount namespace.
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
+    /// BPF programs for the workload and every exec (see VmSpec).
+    pub seccomp: Vec<Vec<u64>>,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -293,6 +295,7 @@ mod tests {
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             masked_paths: vec!["/proc/kcore".into()],
             readonly_paths: vec!["/proc/sys".into()],
+            seccomp: vec![vec![0x0006_0000_7fff_0000]],
         })));
     }
 

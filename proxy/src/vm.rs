@@ -110,6 +110,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         sysctls: vm.sysctls.clone(),
         masked_paths: vm.masked_paths.clone(),
         readonly_paths: vm.readonly_paths.clone(),
+        seccomp: vm.seccomp.clone(),
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
     relay::run(

@@ -110,6 +110,8 @@ pub enum BundleError {
     BadSysctl(String),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("RUNQ_ROOTDISK={0:?}: no runq disk with that id (give one as --volume FILE:/dev/runq/{0}/<cache>/<fs>)")]
     RootDiskUnknown(String),
     #[error("RUNQ_ROOTDISK={0:?}: the disk needs a filesystem (/dev/runq/{0}/<cache>/<fs>) to copy the image onto")]
@@ -228,11 +230,15 @@ pub fn rewrite(
         noexec: settings.noexec,
         sigusr: settings.sigusr,
         resolv_conf: settings.resolv_conf.clone(),
-        seccomp: spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.seccomp().as_ref())
-            .and_then(|s| serde_json::to_value(s).ok()),
+        seccomp: match linux_of(&spec).and_then(|l| l.seccomp().as_ref()) {
+            None => Vec::new(),
+            Some(profile) => crate::seccomp::compile(
+                profile,
+                settings
+                    .guest_arch
+                    .unwrap_or(runq_protocol::GuestArch::host()),
+            )?,
+        },
         debug,
     };
 
@@ -776,7 +782,8 @@ mod tests {
         assert_eq!(vm.hostname.as_deref(), Some("abc"));
         assert!(vm.readonly_root);
         assert_eq!(vm.mem_mib, 512, "docker --memory sizes the guest");
-        assert_eq!(vm.seccomp.unwrap()["defaultAction"], "SCMP_ACT_ERRNO");
+        // Compiled for the guest: the default filter (one program).
+        assert_eq!(vm.seccomp.len(), 1);
         assert_eq!(vm.process.rlimits, [(7, 1024, 4096)]);
         let caps = vm.process.capabilities.unwrap();
         assert_eq!(caps.bounding, (1 << 0) | (1 << 5), "CAP_CHOWN, CAP_KILL");

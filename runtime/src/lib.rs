@@ -9,3 +9,4 @@ pub mod commands;
 pub mod disks;
 pub mod log;
 pub mod options;
+pub mod seccomp;

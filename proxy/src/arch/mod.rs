@@ -269,7 +269,7 @@ mod tests {
             readonly_root: false,
             tmpfs: vec![],
             shm_size: None,
-            seccomp: None,
+            seccomp: vec![],
             debug: false,
             systemd: false,
             runqenv: false,
