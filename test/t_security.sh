@@ -82,3 +82,18 @@ test_seccomp_default_profile_unconfined_and_custom_profile() {
   out=$(docker exec "$c" sh -c 'unshare -U true 2>/dev/null; echo rc=$?')
   expect_eq "unshare in docker exec under the default profile" rc=1 "$out"
 }
+
+test_privileged_is_privileged_in_the_guest_not_on_the_host() {
+  local c out pid
+  c=$(cname priv)
+  "${RUNQ[@]}" -d --name "$c" --privileged "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null &&
+    wait_log "$c" ready || return
+  out=$(docker exec "$c" sh -c '[ -c /dev/kmsg ] && echo guest-devices; grep CapEff /proc/self/status | cut -f2; ls /proc/sys >/dev/null && touch /proc/sys/kernel/hostname && echo sys-rw')
+  expect_eq "guest devices, all capabilities, writable /proc/sys" \
+    "$(printf 'guest-devices\n000001ffffffffff\nsys-rw')" "$out" || return
+  # The proxy's container got none of the host's devices (runc would
+  # give a privileged container every one, e.g. the host's disks).
+  pid=$(docker top "$c" -eo pid,comm | awk '$2 == "runq-proxy" {print $1}')
+  out=$(ls "/proc/$pid/root/dev" | grep -cE '^(vd|sd|nvme|loop)' || true)
+  expect_eq "host block devices in the proxy's container" 0 "$out"
+}

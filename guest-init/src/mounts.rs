@@ -96,6 +96,11 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         Some("mode=755,size=65536k"),
     )?;
     populate_dev(&r("/dev"))?;
+    if start.privileged {
+        // --privileged: every device of the guest, as runc gives every
+        // device of the host.
+        copy_device_nodes(Path::new("/dev"), Path::new(&r("/dev")))?;
+    }
     mount_fs(
         "devpts",
         &r("/dev/pts"),
@@ -348,6 +353,41 @@ fn bind_from_shared(dest: &str) -> Result<()> {
         None::<&str>,
     )
     .with_context(|| format!("binding {dest} from the shared root"))
+}
+
+/// Recreate the device nodes under `from` (init's devtmpfs) in `to`,
+/// keeping what is there already.
+fn copy_device_nodes(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&src)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dst)?;
+            copy_device_nodes(&src, &dst)?;
+            continue;
+        }
+        let kind = if ft.is_block_device() {
+            SFlag::S_IFBLK
+        } else if ft.is_char_device() {
+            SFlag::S_IFCHR
+        } else {
+            continue;
+        };
+        if dst.symlink_metadata().is_ok() {
+            continue;
+        }
+        mknod(
+            &dst,
+            kind,
+            Mode::from_bits_truncate(meta.mode() & 0o7777),
+            meta.rdev(),
+        )
+        .with_context(|| format!("mknod {}", dst.display()))?;
+    }
+    Ok(())
 }
 
 /// The device nodes and links runc creates in a container's /dev.

@@ -291,6 +291,10 @@ pub struct VmSpec {
     /// guest for the workload and every exec. Empty: unconfined.
     #[serde(default)]
     pub seccomp: Vec<Vec<u64>>,
+    /// Docker's `--privileged`: privileged in the guest (every guest
+    /// device), never on the host (the proxy keeps its own device list).
+    #[serde(default)]
+    pub privileged: bool,
     /// Log debug lines from the proxy and keep guest kernel messages.
     #[serde(default)]
     pub debug: bool,
@@ -390,6 +394,7 @@ mod tests {
             }],
             shm_size: None,
             seccomp: vec![vec![0x0006_0000_7fff_0000]],
+            privileged: true,
             debug: false,
             systemd: true,
             runqenv: false,

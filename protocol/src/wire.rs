@@ -113,6 +113,8 @@ pub struct StartRequest {
     pub readonly_paths: Vec<String>,
     /// BPF programs for the workload and every exec (see VmSpec).
     pub seccomp: Vec<Vec<u64>>,
+    /// `--privileged`: the workload sees every guest device.
+    pub privileged: bool,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -296,6 +298,7 @@ mod tests {
             masked_paths: vec!["/proc/kcore".into()],
             readonly_paths: vec!["/proc/sys".into()],
             seccomp: vec![vec![0x0006_0000_7fff_0000]],
+            privileged: false,
         })));
     }
 

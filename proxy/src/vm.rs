@@ -111,6 +111,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         masked_paths: vm.masked_paths.clone(),
         readonly_paths: vm.readonly_paths.clone(),
         seccomp: vm.seccomp.clone(),
+        privileged: vm.privileged,
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
     relay::run(

@@ -151,6 +151,22 @@ fn is_sysctl_name(k: &str) -> bool {
     })
 }
 
+/// Docker's `--privileged` as it shows in the spec: a device rule that
+/// allows every device.
+fn is_privileged(spec: &Spec) -> bool {
+    linux_of(spec)
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().as_ref())
+        .is_some_and(|rules| {
+            rules.iter().any(|r| {
+                r.allow()
+                    && matches!(r.typ(), None | Some(LinuxDeviceType::A))
+                    && r.major().is_none()
+                    && r.minor().is_none()
+            })
+        })
+}
+
 fn linux_of(spec: &Spec) -> Option<&oci_spec::runtime::Linux> {
     spec.linux().as_ref()
 }
@@ -239,6 +255,7 @@ pub fn rewrite(
                     .unwrap_or(runq_protocol::GuestArch::host()),
             )?,
         },
+        privileged: is_privileged(&spec),
         debug,
     };
 
@@ -274,18 +291,44 @@ pub fn rewrite(
         linux.set_seccomp(None);
         linux.set_sysctl(None);
         let mut devices = linux.devices().clone().unwrap_or_default();
+        if vm.privileged {
+            // Privileged inside the VM only: the proxy's container gets
+            // none of the host's devices beyond runq disks and QEMU's own.
+            devices.retain(|d| d.path().starts_with(disks::DISK_PREFIX));
+        }
         devices.extend(
             host.devices
                 .iter()
                 .map(device_node)
                 .collect::<Result<Vec<_>, _>>()?,
         );
-        linux.set_devices(Some(devices));
+        linux.set_devices(Some(devices.clone()));
         if let Some(res) = linux.resources_mut() {
             if let Some(mem) = res.memory_mut() {
                 make_room_for_the_vm(mem, settings);
             }
             let mut rules = res.devices().clone().unwrap_or_default();
+            if vm.privileged {
+                rules = vec![LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()?];
+                for d in vm.disks.iter().filter_map(|d| {
+                    devices
+                        .iter()
+                        .find(|n| n.path().to_string_lossy() == d.path)
+                }) {
+                    rules.push(
+                        LinuxDeviceCgroupBuilder::default()
+                            .allow(true)
+                            .typ(LinuxDeviceType::B)
+                            .major(d.major())
+                            .minor(d.minor())
+                            .access("rwm")
+                            .build()?,
+                    );
+                }
+            }
             rules.extend(
                 host.devices
                     .iter()
@@ -1009,6 +1052,49 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn privileged_is_privileged_in_the_guest_only() {
+        let json = DOCKER_CONFIG
+            .replacen(
+                r#""linux": {"#,
+                r#""linux": {"devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0},
+                                     {"path": "/dev/runq/d/none", "type": "b", "major": 8, "minor": 16}],"#,
+                1,
+            )
+            .replacen(
+                r#""resources": {"devices": [{"allow": false, "access": "rwm"}],"#,
+                r#""resources": {"devices": [{"allow": true, "access": "rwm"}],"#,
+                1,
+            );
+        let r = run_rewrite(&json).unwrap();
+        assert!(r.vm.privileged);
+        let linux = r.spec.linux().as_ref().unwrap();
+        let paths: Vec<_> = linux
+            .devices()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|d| d.path().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(paths, ["/dev/runq/d/none", "/dev/kvm"], "no host devices");
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap();
+        assert!(!rules[0].allow(), "deny all first");
+        assert!(
+            !rules.iter().any(|r| r.allow() && r.major().is_none()),
+            "no allow-all rule left"
+        );
+        assert!(rules
+            .iter()
+            .any(|r| r.allow() && r.major() == Some(8) && r.minor() == Some(16)));
+        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.privileged);
     }
 
     #[test]

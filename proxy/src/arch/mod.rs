@@ -270,6 +270,7 @@ mod tests {
             tmpfs: vec![],
             shm_size: None,
             seccomp: vec![],
+            privileged: false,
             debug: false,
             systemd: false,
             runqenv: false,
