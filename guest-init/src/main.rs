@@ -29,6 +29,19 @@ pub fn log(msg: &str) {
     let _ = writeln!(std::io::stderr(), "runq-init: {msg}");
 }
 
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A progress line on the console when the VM runs with debug on
+/// (`runq --debug`, `RUNQ_DEBUG=1`).
+pub fn debug(msg: &str) {
+    if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+            .unwrap_or(0.0);
+        log(&format!("[{t:.3}] {msg}"));
+    }
+}
+
 fn power_off() -> ! {
     nix::unistd::sync();
     let _ = reboot(RebootMode::RB_POWER_OFF);
@@ -46,13 +59,19 @@ fn boot() -> Result<()> {
     if cmdline.split_whitespace().any(|w| w == "runq.poweroff") {
         return Ok(());
     }
+    if cmdline.split_whitespace().any(|w| w == "runq.debug") {
+        DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     modules::load_all("/modules.list")?;
+    debug("modules loaded");
     let mut conn = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
         .context("dialing the proxy on vsock (host CID 2)")?;
+    debug("connected to the proxy");
     wire::handshake(&mut conn).context("control handshake")?;
     let start = match wire::read_msg(&mut conn)? {
         Some(Msg::Start(s)) => s,
         other => anyhow::bail!("expected Start from the proxy, got {other:?}"),
     };
+    debug("start received");
     session::run(conn, *start)
 }

@@ -33,9 +33,12 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone().context("cloning vsock")?));
     let setup = (|| -> Result<()> {
         mounts::mount_container_root(&start)?;
+        crate::debug("root mounted");
         net::configure(&start.nics, &start.routes).context("configuring the network")?;
+        crate::debug("network configured");
         dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
             .context("starting the embedded-DNS relay")?;
+        crate::debug("dns relay up");
         if let Some(h) = &start.hostname {
             sethostname(h).context("setting the hostname")?;
         }
@@ -66,6 +69,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         Err(e) => return send(&writer, &e.into()),
     };
     let pid = w.pid;
+    crate::debug(&format!("workload started (pid {pid})"));
     let reaper = Arc::new(Reaper::default());
     if let Err(e) = serve_execs(pid, reaper.clone(), seccomp) {
         log(&format!("exec is unavailable: {e:#}"));
@@ -82,6 +86,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     });
     relay(conn, writer, w, hook, move || {
         let status = reaper.reap_until(pid);
+        crate::debug(&format!("workload ended: {status:?}"));
         // The container ends with its first process, as a PID namespace
         // does: exec'd processes and daemons included.
         let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -196,6 +201,7 @@ fn relay(
         let _ = h.join();
     }
     nix::unistd::sync();
+    crate::debug("output drained, synced; sending Exit");
     send(&writer, &Msg::Exit(status))?;
     // The host ends the connection (the proxy kills the VM after the
     // workload's Exit): wait for that rather than race it.

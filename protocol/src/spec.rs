@@ -247,6 +247,10 @@ pub struct VmSpec {
     /// The guest's architecture when it is not the host's (TCG only).
     #[serde(default)]
     pub guest_arch: Option<GuestArch>,
+    /// `RUNQ_APUUID`: a vfio-ap mediated device passed to an s390x guest
+    /// (crypto adapters and domains).
+    #[serde(default)]
+    pub apuuid: Option<String>,
     /// The 9p cache mode, when `share` is 9p.
     #[serde(default)]
     pub ninep_cache: NinePCache,
@@ -362,6 +366,7 @@ mod tests {
             share: Share::NineP,
             ninep_cache: NinePCache::Loose,
             guest_arch: Some(GuestArch::S390x),
+            apuuid: Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into()),
             kernel: "runq".into(),
             disks: vec![Disk {
                 guest: GuestDisk {

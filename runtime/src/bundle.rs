@@ -212,6 +212,7 @@ pub fn rewrite(
         share: settings.share,
         ninep_cache: settings.ninep_cache,
         guest_arch: settings.guest_arch,
+        apuuid: settings.apuuid.clone(),
         kernel: settings.kernel.clone(),
         disks: Vec::new(),
         rootdisk: settings.rootdisk.clone(),

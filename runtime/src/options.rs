@@ -37,6 +37,10 @@ pub enum OptionError {
     ForeignArchNeedsTcg { setting: String, value: String },
     #[error("{setting}={value:?}: a kernel name is letters, digits, '.', '_' and '-'")]
     Kernel { setting: String, value: String },
+    #[error("RUNQ_APUUID={0:?}: not a UUID (8-4-4-4-12 hex digits)")]
+    ApUuid(String),
+    #[error("RUNQ_APUUID: AP passthrough (vfio-ap) exists only for s390x guests")]
+    ApNotS390x,
     #[error("RUNQ_ROOTDISK={0:?}: not a runq disk id (1 to 36 of a-z A-Z 0-9 _ -)")]
     RootDisk(String),
     #[error("RUNQ_ROOTDISK_EXCLUDE={0:?}: paths must be absolute, without '..', and not /")]
@@ -59,6 +63,8 @@ pub struct Settings {
     pub ninep_cache: NinePCache,
     /// `None`: the host's architecture.
     pub guest_arch: Option<GuestArch>,
+    /// `RUNQ_APUUID`: vfio-ap mediated device for an s390x guest.
+    pub apuuid: Option<String>,
     /// Guest kernel name (a directory under the tree's `kernels/`).
     pub kernel: String,
     pub rootdisk: Option<RootDisk>,
@@ -217,6 +223,27 @@ fn layered_bool(env: &[String], var: &str, flag: bool) -> Result<bool, OptionErr
             value: v.to_string(),
         }),
     }
+}
+
+/// `RUNQ_APUUID=<uuid>` (env only, as in the Go runq), s390x guests only.
+fn apuuid_setting(env: &[String], guest: Option<GuestArch>) -> Result<Option<String>, OptionError> {
+    let Some(u) = env_lookup(env, "RUNQ_APUUID").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let groups: Vec<&str> = u.split('-').collect();
+    let shape = [8, 4, 4, 4, 12];
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip(shape)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(OptionError::ApUuid(u.to_string()));
+    }
+    if guest.unwrap_or(GuestArch::host()) != GuestArch::S390x {
+        return Err(OptionError::ApNotS390x);
+    }
+    Ok(Some(u.to_ascii_lowercase()))
 }
 
 /// `RUNQ_ROOTDISK=<id>` and `RUNQ_ROOTDISK_EXCLUDE=/a,/b` (env only, as in
@@ -407,6 +434,7 @@ pub fn resolve(
         share,
         ninep_cache,
         guest_arch,
+        apuuid: apuuid_setting(env, guest_arch)?,
         kernel,
         rootdisk,
         cpu_model,
@@ -604,6 +632,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::GuestArch { .. }));
+    }
+
+    #[test]
+    fn apuuid_is_a_uuid_for_s390x_guests() {
+        let u = "RUNQ_APUUID=E2A4C3B0-4f6a-4c3e-9a52-1d0b1c2d3e4f";
+        let s = resolve(
+            &RuntimeOpts::default(),
+            &env(&[u, "RUNQ_GUEST_ARCH=s390x"]),
+            NO_DOCKER,
+        );
+        if GuestArch::host() == GuestArch::S390x {
+            assert!(s.is_ok());
+        } else {
+            assert_eq!(
+                s.unwrap().apuuid.as_deref(),
+                Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f")
+            );
+            let e = resolve(&RuntimeOpts::default(), &env(&[u]), NO_DOCKER).unwrap_err();
+            assert_eq!(e, OptionError::ApNotS390x);
+        }
+        let e = resolve(
+            &RuntimeOpts::default(),
+            &env(&["RUNQ_APUUID=e2a4c3b0-4f6a", "RUNQ_GUEST_ARCH=s390x"]),
+            NO_DOCKER,
+        )
+        .unwrap_err();
+        assert!(matches!(e, OptionError::ApUuid(_)));
     }
 
     #[test]

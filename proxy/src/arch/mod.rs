@@ -63,6 +63,11 @@ trait ArchOps {
     fn virtio_bus(&self) -> &'static str;
     /// The vhost-user vsock device model.
     fn vsock_device(&self) -> &'static str;
+    /// The `-device` value passing vfio-ap mediated device `uuid`, where
+    /// the arch has AP (s390x only).
+    fn ap_device(&self, _uuid: &str) -> Option<String> {
+        None
+    }
     /// Arguments that connect the guest console to `chardev`.
     fn console(&self, chardev: &str) -> Vec<String>;
     /// Kernel command line entries specific to this arch and accelerator.
@@ -123,6 +128,10 @@ pub fn qemu_args(
         "-display",
         "none",
         "-no-reboot",
+        // QEMU's own seccomp filter: no obsolete calls, no setuid, no
+        // fork/exec, no scheduler/NUMA/rlimit changes.
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]);
     push(&["-machine", &ops.machine(accel)]);
     let accel_arg = match accel {
@@ -153,7 +162,11 @@ pub fn qemu_args(
         "random.trust_cpu=on".into(),
     ];
     cmdline.extend(ops.cmdline(accel, host));
-    cmdline.push(if vm.debug { "loglevel=7" } else { "quiet" }.into());
+    if vm.debug {
+        cmdline.extend(["loglevel=7".into(), "runq.debug".into()]);
+    } else {
+        cmdline.push("quiet".into());
+    }
     push(&["-append", &cmdline.join(" ")]);
 
     push(&[
@@ -215,6 +228,9 @@ pub fn qemu_args(
             &format!("virtio-net-{bus},netdev=net{i},mac={}", nic.mac),
         ]);
     }
+    if let Some(dev) = vm.apuuid.as_deref().and_then(|u| ops.ap_device(u)) {
+        push(&["-device", &dev]);
+    }
     // Guests boot without waiting for entropy (hosts like these run low).
     push(&["-object", "rng-random,id=rng,filename=/dev/urandom"]);
     push(&["-device", &format!("virtio-rng-{bus},rng=rng")]);
@@ -256,6 +272,7 @@ mod tests {
             share: Share::Virtiofs,
             ninep_cache: runq_protocol::NinePCache::Mmap,
             guest_arch: None,
+            apuuid: None,
             kernel: "runq".into(),
             disks: vec![],
             rootdisk: None,
@@ -331,7 +348,12 @@ mod tests {
                 "virtio-rng-device,rng=rng",
             ],
             console: "-serial chardev:console",
-            cmdline_has: &["console=ttyS0", "tsc_early_khz=2999998", "quiet"],
+            cmdline_has: &[
+                "console=ttyS0",
+                "tsc_early_khz=2999998",
+                "tsc=reliable",
+                "quiet",
+            ],
             cmdline_lacks: &[],
         },
         Case {
@@ -523,6 +545,18 @@ mod tests {
     }
 
     #[test]
+    fn ap_passthrough_only_on_s390x() {
+        let mut v = vm();
+        v.apuuid = Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into());
+        let args = qemu_args(&v, TargetArch::S390x, Accel::Kvm, &host(), &paths());
+        assert!(values(&args, "-device").contains(
+            &"vfio-ap,sysfsdev=/sys/devices/vfio_ap/matrix/e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f"
+        ));
+        let args = qemu_args(&v, TargetArch::X86_64, Accel::Kvm, &host(), &paths());
+        assert!(!args.join(" ").contains("vfio-ap"));
+    }
+
+    #[test]
     fn tcg_translation_cache_is_capped() {
         let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &paths());
         assert_eq!(values(&args, "-accel"), ["tcg,tb-size=128"]);
@@ -542,6 +576,10 @@ mod tests {
         assert_eq!(values(&args, "-kernel"), ["/kernel"]);
         assert_eq!(values(&args, "-initrd"), ["/initrd"]);
         assert!(args.contains(&"-nodefaults".to_string()));
+        assert_eq!(
+            values(&args, "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
         assert!(
             args.contains(&"-no-reboot".to_string()),
             "a guest panic must end QEMU"

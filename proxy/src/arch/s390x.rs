@@ -31,6 +31,14 @@ impl ArchOps for S390x {
         "vhost-user-vsock-pci"
     }
 
+    /// AP (crypto) passthrough: a vfio-ap mediated device made by the
+    /// administrator (`/sys/devices/vfio_ap/matrix/<uuid>`).
+    fn ap_device(&self, uuid: &str) -> Option<String> {
+        Some(format!(
+            "vfio-ap,sysfsdev=/sys/devices/vfio_ap/matrix/{uuid}"
+        ))
+    }
+
     fn console(&self, chardev: &str) -> Vec<String> {
         vec!["-device".into(), format!("sclpconsole,chardev={chardev}")]
     }

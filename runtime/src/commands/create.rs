@@ -112,8 +112,10 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         &bundle,
         &cli.opts.qemu_tree,
         &settings,
-        &host_facts()?,
-        cli.global.debug,
+        &host_facts(settings.apuuid.as_deref())?,
+        // runc's --debug, or RUNQ_DEBUG=1 for one container: guest kernel
+        // messages and runq-init's progress on the console.
+        cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
     )?;
 
     fs::create_dir(&runq_dir).with_context(|| format!("creating {}", runq_dir.display()))?;
@@ -147,7 +149,39 @@ const QEMU_DEVICES: &[&str] = &[
     "/dev/vhost-vsock",
 ];
 
-fn host_facts() -> Result<HostFacts> {
+/// The character device at `path` as the container needs it.
+fn char_device(path: &str) -> Option<HostDevice> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).ok()?;
+    if !meta.file_type().is_char_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    Some(HostDevice {
+        path: PathBuf::from(path),
+        major: nix::sys::stat::major(rdev) as i64,
+        minor: nix::sys::stat::minor(rdev) as i64,
+    })
+}
+
+/// `RUNQ_APUUID`: the vfio container and the mediated device's IOMMU group
+/// node, which QEMU opens for `-device vfio-ap`.
+fn vfio_ap_devices(uuid: &str) -> Result<Vec<HostDevice>> {
+    let mdev = format!("/sys/devices/vfio_ap/matrix/{uuid}");
+    let group = fs::read_link(format!("{mdev}/iommu_group"))
+        .with_context(|| format!("RUNQ_APUUID={uuid}: no vfio-ap mediated device {mdev}"))?;
+    let group = group
+        .file_name()
+        .context("malformed iommu_group link")?
+        .to_string_lossy()
+        .into_owned();
+    ["/dev/vfio/vfio".to_string(), format!("/dev/vfio/{group}")]
+        .iter()
+        .map(|p| char_device(p).with_context(|| format!("RUNQ_APUUID={uuid}: {p} missing")))
+        .collect()
+}
+
+fn host_facts(apuuid: Option<&str>) -> Result<HostFacts> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let bounding_caps = status
         .lines()
@@ -155,20 +189,9 @@ fn host_facts() -> Result<HostFacts> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .context("no CapBnd line in /proc/self/status")?;
     let mut devices = Vec::new();
-    for path in QEMU_DEVICES {
-        let Ok(meta) = fs::metadata(path) else {
-            continue;
-        };
-        if !meta.file_type().is_char_device() {
-            continue;
-        }
-        use std::os::unix::fs::MetadataExt;
-        let rdev = meta.rdev();
-        devices.push(HostDevice {
-            path: PathBuf::from(path),
-            major: nix::sys::stat::major(rdev) as i64,
-            minor: nix::sys::stat::minor(rdev) as i64,
-        });
+    devices.extend(QEMU_DEVICES.iter().filter_map(|p| char_device(p)));
+    if let Some(uuid) = apuuid {
+        devices.extend(vfio_ap_devices(uuid)?);
     }
     let macvtap_major = fs::read_to_string("/proc/devices").ok().and_then(|t| {
         t.lines().find_map(|l| {
