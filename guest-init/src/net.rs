@@ -42,17 +42,29 @@ fn link_with_mac(mac: &str) -> Result<String> {
 
 pub fn configure(nics: &[NicConfig], routes: &[RouteConfig]) -> Result<()> {
     ip(&["link", "set", "lo", "up"])?;
-    // Temporary names first: the guest's own eth0 may be the container's eth1.
+    // Guest names by MAC; a rename costs an RCU grace period, so names
+    // are changed only when they differ, through temporary ones (the
+    // guest's own eth0 may be the container's eth1).
+    let current: Vec<String> = nics
+        .iter()
+        .map(|n| link_with_mac(&n.mac))
+        .collect::<Result<_>>()?;
+    let all_named = nics.iter().zip(&current).all(|(n, c)| n.name == *c);
     let mut temp = Vec::new();
-    for (i, nic) in nics.iter().enumerate() {
-        let current = link_with_mac(&nic.mac)?;
+    for (i, c) in current.iter().enumerate() {
+        if all_named {
+            temp.push(c.clone());
+            continue;
+        }
         let t = format!("rqnic{i}");
-        ip(&["link", "set", "dev", &current, "name", &t])?;
+        ip(&["link", "set", "dev", c, "name", &t])?;
         temp.push(t);
     }
     for (nic, t) in nics.iter().zip(&temp) {
         let name = nic.name.as_str();
-        ip(&["link", "set", "dev", t, "name", name])?;
+        if t != name {
+            ip(&["link", "set", "dev", t, "name", name])?;
+        }
         ip(&["link", "set", "dev", name, "mtu", &nic.mtu.to_string()])?;
         // The addresses were the container's a moment ago: no need to
         // wait for duplicate address detection.

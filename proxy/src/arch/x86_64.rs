@@ -43,10 +43,7 @@ impl ArchOps for X86_64 {
         if let (Accel::Tcg, Some(khz)) = (accel, host.tsc_khz) {
             c.push(format!("tsc_early_khz={khz}"));
         }
-        // TCG's TSC follows the host clock, but with 20 VMs on 2 cores the
-        // clocksource watchdog saw it drift, marked it unstable and left
-        // the minimal kernel on jiffies: a guest hung in synchronize_net
-        // after a NIC rename (1 run in ~300 under the churn soak). Trust it.
+        // TCG's TSC follows the host clock: no clocksource watchdog.
         if accel == Accel::Tcg {
             c.push("tsc=reliable".to_string());
         }
