@@ -13,7 +13,10 @@ cache=/var/cache/runq/s390x
 die() { echo "add-s390x-guest: $*" >&2; exit 1; }
 . "$(dirname "$0")/tree-lib.sh"
 # virtio_pci: QEMU 7.2 has no vhost-user-vsock-ccw, the PCI model (zPCI) is used.
-modules=(virtio_pci vmw_vsock_virtio_transport virtiofs virtio-rng virtio_net virtio_blk)
+# 9p: the root of a big-endian guest on a little-endian host must be 9p
+# (its protocol is little-endian on the wire); FUSE, hence virtiofs, is
+# native-endian and virtiofsd does not convert.
+modules=(virtio_pci vmw_vsock_virtio_transport virtiofs 9pnet_virtio 9p virtio-rng virtio_net virtio_blk)
 fs_groups=(ext4 xfs btrfs)
 
 [ -x "$bins/runq-init" ] || die "$bins/runq-init missing (make ARCH=s390x)"
