@@ -36,3 +36,22 @@ test_proxy_killed_takes_qemu_and_helpers_with_it() {
   expect_eq "exit code after the proxy was killed" 137 "$(wait_exit "$c" 30)" || return
   expect_eq "QEMU/helper processes left" 0 "$(vm_processes)"
 }
+
+test_host_without_dev_net_tun_is_refused_with_one_line() {
+  # /dev/net/tun is set aside for this test only (runq create probes the
+  # host's devices; a macvlan interface needs a tap device).
+  [ -c /dev/net/tun ] || skip "this host has no /dev/net/tun to set aside" || return
+  local net c out rc veth="rqtt$$"; net=$(nname notun); c=$(cname notun)
+  test_veth "$veth" || why "cannot create a veth pair" || return
+  docker network create -d macvlan --subnet 10.96.0.0/24 -o parent="$veth" "$net" >/dev/null || why "macvlan network create failed" || return
+  mv /dev/net/tun /dev/net/tun.runq-test
+  out=$("${RUNQ[@]}" --name "$c" --network "$net" "$IMAGE" true 2>&1)
+  rc=$?
+  mv /dev/net/tun.runq-test /dev/net/tun
+  [ $rc -ne 0 ] || why "docker run succeeded without /dev/net/tun" || return
+  [[ "$out" == *"opening /dev/net/tun"*"TUN driver"* ]] || why "unclear error: $out" || return
+  expect_eq "output lines" 1 "$(echo "$out" | grep -c .)" || return
+  cleanup_containers
+  expect_eq "QEMU/helper processes left" 0 "$(vm_processes)" || return
+  expect_eq "macvtap/tap links left" 0 "$(ip -o link show | grep -cE 'macvtap|tap' || true)"
+}

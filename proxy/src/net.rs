@@ -203,7 +203,10 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
         .read(true)
         .write(true)
         .open("/dev/net/tun")
-        .context("opening /dev/net/tun")?
+        .context(
+            "opening /dev/net/tun (a macvlan/ipvlan interface becomes a tap device: \
+             the host needs the TUN driver)",
+        )?
         .into();
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
