@@ -85,7 +85,11 @@ if [ -n "$runq_kernel" ]; then
   features=virtiofs
   grep -q '^CONFIG_9P_FS=y' "$runq_kernel/config" && features="$features 9p"
   echo "$features" > "$kdir/features"
-  default=runq
+fi
+# The default guest kernel: DEFAULT_KERNEL (see the Makefile for why it is
+# Debian's for now), if installed.
+if [ -n "${DEFAULT_KERNEL:-}" ] && [ -d "$out/kernels/$DEFAULT_KERNEL" ]; then
+  default=$DEFAULT_KERNEL
 fi
 ln -sfn "$default" "$out/kernels/default"
 echo "build-tree: $out (kernels: $(ls "$out/kernels" | grep -v default | tr '\n' ' ')default -> $default; $(du -sh "$out" | cut -f1))"

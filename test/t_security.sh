@@ -106,8 +106,10 @@ test_privileged_is_privileged_in_the_guest_not_on_the_host() {
 test_sys_module_allows_modprobe_of_a_tree_module() {
   [ -d /var/lib/runq/qemu/kernels/runq ] || skip "the minimal kernel (which ships loadable modules) is not installed" || return
   local out
-  out=$("${RUNQ[@]}" --rm --cap-add SYS_MODULE "$IMAGE" sh -c 'modprobe dummy && grep -c "^dummy " /proc/modules' 2>&1)
+  # The minimal kernel ships its modules for this; Debian's initrd carries
+  # only what boot needs.
+  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq --cap-add SYS_MODULE "$IMAGE" sh -c 'modprobe dummy && grep -c "^dummy " /proc/modules' 2>&1)
   expect_eq "modprobe dummy with CAP_SYS_MODULE, then in /proc/modules" 1 "$out" || return
-  out=$("${RUNQ[@]}" --rm "$IMAGE" sh -c 'modprobe dummy >/dev/null 2>&1; echo rc=$?; grep -c "^dummy " /proc/modules')
+  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq "$IMAGE" sh -c 'modprobe dummy >/dev/null 2>&1; echo rc=$?; grep -c "^dummy " /proc/modules')
   expect_eq "modprobe dummy without CAP_SYS_MODULE" "$(printf 'rc=1\n0')" "$out"
 }
