@@ -18,9 +18,9 @@ APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd run
 # installs it beside Debian's cloud kernel; KERNEL=debian skips the build.
 KERNEL      ?= $(if $(filter x86_64,$(ARCH)),runq,debian)
 # The default guest kernel. Debian's for now: the minimal kernel boots in
-# 0.35x the time but hung at boot in ~1 of 200 runs under the churn soak
-# (TCG; cause not found yet), Debian's in none of 600+. --kernel runq /
-# RUNQ_KERNEL=runq choose the minimal one.
+# 0.35x the time; it hung at boot in 1-2 of 100 parallel soak runs until
+# the RCU/rename fix (0 in 600 since) and stays opt-in (--kernel runq,
+# RUNQ_KERNEL=runq) until it has as much soak history as Debian's.
 DEFAULT_KERNEL ?= debian
 KERNEL_DIR  := build/kernel
 KERNEL_PACKAGES := $(if $(filter runq,$(KERNEL)),linux-source-6.1 bc bison flex libelf-dev libssl-dev kmod)
