@@ -115,7 +115,15 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         let (flags, data) = tmpfs_options(&t.options);
         mount_fs("tmpfs", &r(&t.dest), "tmpfs", flags, Some(&data))?;
     }
-    share_kernel_modules(&r)?;
+    // Only a workload that may load modules needs them (CAP_SYS_MODULE,
+    // bit 16, in its bounding set); others get no mount point created.
+    let may_load_modules = start
+        .process
+        .capabilities
+        .is_none_or(|c| c.bounding & (1 << 16) != 0);
+    if may_load_modules {
+        share_kernel_modules(&r)?;
+    }
     link_disks(&start.disks, &devices, &r("/dev"))?;
     for d in &start.disks {
         let is_root = start.rootdisk.as_ref().is_some_and(|rd| rd.id == d.id);

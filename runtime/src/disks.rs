@@ -37,7 +37,8 @@ pub struct DiskDest {
     pub mountpoint: Option<String>,
 }
 
-fn valid_id(id: &str) -> bool {
+/// `^[a-zA-Z0-9_-]{1,36}$`: a disk id (also RUNQ_ROOTDISK's value).
+pub fn valid_id(id: &str) -> bool {
     (1..=36).contains(&id.len())
         && id
             .bytes()

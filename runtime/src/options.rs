@@ -252,11 +252,7 @@ fn rootdisk_setting(env: &[String]) -> Result<Option<RootDisk>, OptionError> {
     let Some(id) = env_lookup(env, "RUNQ_ROOTDISK").filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    let id_ok = (1..=36).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !id_ok {
+    if !crate::disks::valid_id(id) {
         return Err(OptionError::RootDisk(id.to_string()));
     }
     let exclude_s = env_lookup(env, "RUNQ_ROOTDISK_EXCLUDE").unwrap_or("");
