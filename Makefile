@@ -11,9 +11,6 @@ STATIC_DIR  := target/$(ARCH_TARGET)/release
 TREE        := build/qemu
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
-	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs xfsprogs qemu-utils iproute2 \
-	$(KERNEL_PACKAGES)
 # KERNEL=runq builds the minimal kernel from kernel-config/ (x86_64) and
 # installs it beside Debian's cloud kernel; KERNEL=debian skips the build.
 KERNEL      ?= $(if $(filter x86_64,$(ARCH)),runq,debian)
@@ -23,7 +20,11 @@ KERNEL      ?= $(if $(filter x86_64,$(ARCH)),runq,debian)
 # RUNQ_KERNEL=runq) until it has as much soak history as Debian's.
 DEFAULT_KERNEL ?= debian
 KERNEL_DIR  := build/kernel
+# (defined before APT_PACKAGES, which expands it at once)
 KERNEL_PACKAGES := $(if $(filter runq,$(KERNEL)),linux-source-6.1 bc bison flex libelf-dev libssl-dev kmod)
+APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd runc \
+	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs xfsprogs qemu-utils iproute2 \
+	$(KERNEL_PACKAGES)
 
 .PHONY: all deps build tree install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
 
@@ -84,7 +85,7 @@ demo:
 ## test: unit tests, then integration tests against a real dockerd
 test: unit integration
 
-unit:
+unit: deps
 	cargo test --workspace
 
 integration: install
@@ -115,11 +116,18 @@ bench: install
 	bench/run
 
 ## cross: all binaries for another arch, e.g. `make ARCH=s390x` (Debian's cross gcc links)
+# runq links libseccomp (as runc does): the target's libseccomp-dev comes
+# from Debian's $(ARCH) packages (multiarch).
 cross:
-	@dpkg-query -W -f='$${Status}\n' gcc-$(ARCH)-linux-gnu 2>/dev/null | grep -q 'ok installed' || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross >/dev/null; }
+	@dpkg --print-foreign-architectures | grep -qx $(ARCH) || { dpkg --add-architecture $(ARCH) && apt-get update -qq; }
+	@missing=$$(for p in gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross libseccomp-dev:$(ARCH); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	rustup target list --installed | grep -qx $(ARCH_TARGET) || rustup target add $(ARCH_TARGET)
-	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc cargo build --release --target $(ARCH_TARGET) -p runq
+	LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu $(LINKER_VAR)=$(ARCH)-linux-gnu-gcc \
+	  cargo build --release --target $(ARCH_TARGET) -p runq
 	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc RUSTFLAGS="-C target-feature=+crt-static" \
 	  cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
 	@ls -l target/$(ARCH_TARGET)/release/runq target/$(ARCH_TARGET)/release/runq-proxy target/$(ARCH_TARGET)/release/runq-init
