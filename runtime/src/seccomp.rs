@@ -1,21 +1,24 @@
-//! The OCI seccomp profile Docker passes, compiled to BPF for the guest
-//! (`seccompiler` builds the programs, `syscalls` names the numbers).
+//! The OCI seccomp profile Docker passes, compiled to BPF for the guest.
 //!
-//! seccompiler gives one filter a single match action and a single
-//! mismatch action; an OCI profile has a default action and rules with
-//! actions of their own. The kernel runs every installed filter and keeps
-//! the most restrictive result, so the profile becomes:
-//! - one filter whose mismatch is the default action and which matches
-//!   (allows) every rule of the profile, with the rule's conditions: a
-//!   syscall no rule matches gets the default action;
-//! - one filter per non-allow action, matching that action's rules and
-//!   allowing everything else.
+//! libseccomp builds the program, as it does for runc, so a profile means
+//! in the guest exactly what it means under runc: the same rule merging,
+//! the same argument comparisons, the profile's secondary architectures
+//! (x86 and x32 beside x86_64, s390 beside s390x). libseccomp generates
+//! for any architecture it knows, not only the host's, so an x86_64 host
+//! compiles the filter of an s390x guest (big-endian argument words
+//! included) and the guest only installs the program.
 //!
-//! A call matching a rule thus gets the rule's action, anything else the
-//! default. What cannot be expressed (user notification, an s390x guest,
-//! which seccompiler lacks) is refused: never a weaker filter.
+//! What cannot be enforced in the guest (user notification: there is no
+//! listener in the VM) is refused: never a weaker filter.
 
-use oci_spec::runtime::LinuxSeccomp;
+use std::io::{Read, Seek};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall,
+};
 use runq_protocol::GuestArch;
 use thiserror::Error;
 
@@ -23,344 +26,399 @@ use thiserror::Error;
 pub enum SeccompError {
     #[error("seccomp: action {0} cannot be enforced in the guest (no notify listener there)")]
     Unsupported(String),
-    #[error("seccomp: profiles for {0} guests cannot be compiled yet (seccompiler has no {0}); use --security-opt seccomp=unconfined")]
-    Arch(&'static str),
     #[error("seccomp: rule for {name}: {message}")]
     Rule { name: String, message: String },
     #[error("seccomp: {0}")]
     Filter(String),
 }
 
-/// The profile as packed BPF programs for `arch` (see [`pack`]).
-pub fn compile(profile: &LinuxSeccomp, arch: GuestArch) -> Result<Vec<Vec<u64>>, SeccompError> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        imp::compile(profile, arch).map(|ps| ps.iter().map(imp::pack).collect())
-    }
-    // seccompiler and the syscall tables are built for x86_64 hosts here.
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = profile;
-        Err(SeccompError::Arch(arch.as_str()))
-    }
+fn filter_error(what: &str) -> impl Fn(libseccomp::error::SeccompError) -> SeccompError + '_ {
+    move |e| SeccompError::Filter(format!("{what}: {e}"))
 }
 
-#[cfg(target_arch = "x86_64")]
-mod imp {
-    use std::collections::BTreeMap;
-    use std::str::FromStr;
+const EPERM: i32 = 1;
 
-    use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall};
-    use runq_protocol::GuestArch;
-    use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
-    };
-
-    use super::SeccompError;
-
-    const EPERM: u32 = 1;
-
-    fn backend(e: seccompiler::BackendError) -> SeccompError {
-        SeccompError::Filter(e.to_string())
+/// The profile as packed BPF programs for a guest of `arch` (one program;
+/// a list so that the wire format does not fix the count).
+pub fn compile(profile: &LinuxSeccomp, arch: GuestArch) -> Result<Vec<Vec<u64>>, SeccompError> {
+    if profile.listener_path().is_some() {
+        return Err(SeccompError::Unsupported("a notify listener".into()));
     }
-
-    fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction, SeccompError> {
-        Ok(match a {
-            LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
-            LinuxSeccompAction::ScmpActErrno => SeccompAction::Errno(errno.unwrap_or(EPERM)),
-            LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-                SeccompAction::KillThread
-            }
-            LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
-            LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
-            LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
-            LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(EPERM)),
-            LinuxSeccompAction::ScmpActNotify => {
-                return Err(SeccompError::Unsupported("SCMP_ACT_NOTIFY".into()))
-            }
-        })
-    }
-
-    /// A syscall number on the guest arch; `None` for a name the arch does not
-    /// have (libseccomp skips those too: such a call cannot be made).
-    fn syscall_number(name: &str) -> Option<i64> {
-        syscalls::x86_64::Sysno::from_str(name)
-            .ok()
-            .map(|s| s.id() as i64)
-    }
-
-    /// One OCI rule's conditions (all must hold), as a seccompiler rule;
-    /// `None` for an unconditional rule.
-    fn rule(s: &LinuxSyscall, name: &str) -> Result<Option<SeccompRule>, SeccompError> {
-        let args = s.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Ok(None);
+    let default = action(profile.default_action(), profile.default_errno_ret())?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(filter_error("new filter"))?;
+    set_arches(
+        &mut ctx,
+        profile.architectures().as_deref().unwrap_or(&[]),
+        arch,
+    )?;
+    for s in profile.syscalls().as_deref().unwrap_or(&[]) {
+        let act = action(s.action(), s.errno_ret().or(profile.default_errno_ret()))?;
+        if act == default {
+            continue; // libseccomp refuses such rules; the default gives it already
         }
-        let wrap = |e: seccompiler::BackendError| SeccompError::Rule {
-            name: name.to_string(),
-            message: e.to_string(),
-        };
-        let mut conditions = Vec::new();
-        for a in args {
-            let (op, value) = match a.op() {
-                LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, a.value()),
-                LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, a.value()),
-                LinuxSeccompOperator::ScmpCmpLe => (SeccompCmpOp::Le, a.value()),
-                LinuxSeccompOperator::ScmpCmpEq => (SeccompCmpOp::Eq, a.value()),
-                LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, a.value()),
-                LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, a.value()),
+        for name in s.names() {
+            // A name libseccomp does not know cannot be called: skip it, as runc does.
+            let Ok(nr) = ScmpSyscall::from_name(name) else {
+                continue;
+            };
+            add_rule(&mut ctx, act, nr, s, name)?;
+        }
+    }
+    Ok(vec![export(&ctx, arch)?])
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
+    let errno = errno.map_or(EPERM, |e| i32::try_from(e).unwrap_or(EPERM));
+    Ok(match a {
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno),
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(u16::try_from(errno).unwrap_or(1)),
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(SeccompError::Unsupported("SCMP_ACT_NOTIFY".into()))
+        }
+    })
+}
+
+/// The guest's own architecture and those of the profile's list that
+/// run on the guest's kernel (its compat ABIs); the host's architecture
+/// is removed unless it is one of them (an s390x guest of an x86_64 host).
+fn set_arches(
+    ctx: &mut ScmpFilterContext,
+    listed: &[Arch],
+    guest: GuestArch,
+) -> Result<(), SeccompError> {
+    let (primary, compat): (ScmpArch, &[(Arch, ScmpArch)]) = match guest {
+        GuestArch::X86_64 => (
+            ScmpArch::X8664,
+            &[
+                (Arch::ScmpArchX86, ScmpArch::X86),
+                (Arch::ScmpArchX32, ScmpArch::X32),
+            ],
+        ),
+        GuestArch::S390x => (ScmpArch::S390X, &[(Arch::ScmpArchS390, ScmpArch::S390)]),
+    };
+    let mut arches = vec![primary];
+    arches.extend(
+        compat
+            .iter()
+            .filter(|(a, _)| listed.contains(a))
+            .map(|(_, s)| *s),
+    );
+    // The host's architecture goes first: libseccomp keeps one byte order
+    // per filter, set by its first architecture.
+    let native = ScmpArch::native();
+    if !arches.contains(&native) {
+        ctx.remove_arch(native)
+            .map_err(filter_error("remove the host's architecture"))?;
+    }
+    for a in &arches {
+        let present = ctx
+            .is_arch_present(*a)
+            .map_err(filter_error("architecture"))?;
+        if !present {
+            ctx.add_arch(*a).map_err(filter_error("add architecture"))?;
+        }
+    }
+    Ok(())
+}
+
+/// One OCI rule for one syscall. As runc: all conditions in one rule
+/// (they must all hold), except when two test the same argument, which
+/// libseccomp cannot AND: then one rule per condition.
+fn add_rule(
+    ctx: &mut ScmpFilterContext,
+    act: ScmpAction,
+    nr: ScmpSyscall,
+    s: &LinuxSyscall,
+    name: &str,
+) -> Result<(), SeccompError> {
+    let wrap = |e: libseccomp::error::SeccompError| SeccompError::Rule {
+        name: name.to_string(),
+        message: e.to_string(),
+    };
+    let args = s.args().as_deref().unwrap_or(&[]);
+    if args.is_empty() {
+        return ctx.add_rule(act, nr).map(|_| ()).map_err(wrap);
+    }
+    let conditions: Vec<ScmpArgCompare> = args
+        .iter()
+        .map(|a| {
+            let index = u32::try_from(a.index()).unwrap_or(u32::MAX);
+            let (op, datum) = match a.op() {
+                LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, a.value()),
+                LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, a.value()),
+                LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, a.value()),
+                LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, a.value()),
+                LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, a.value()),
+                LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, a.value()),
                 // OCI: value is the mask, valueTwo what the masked arg must equal.
                 LinuxSeccompOperator::ScmpCmpMaskedEq => (
-                    SeccompCmpOp::MaskedEq(a.value()),
+                    ScmpCompareOp::MaskedEqual(a.value()),
                     a.value_two().unwrap_or(0),
                 ),
             };
-            let index = u8::try_from(a.index()).unwrap_or(u8::MAX);
-            conditions.push(
-                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value).map_err(wrap)?,
-            );
+            ScmpArgCompare::new(index, op, datum)
+        })
+        .collect();
+    let mut indices: Vec<usize> = args.iter().map(|a| a.index()).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    if indices.len() == args.len() {
+        ctx.add_rule_conditional(act, nr, &conditions)
+            .map(|_| ())
+            .map_err(wrap)
+    } else {
+        for c in &conditions {
+            ctx.add_rule_conditional(act, nr, std::slice::from_ref(c))
+                .map_err(wrap)?;
         }
-        Ok(Some(SeccompRule::new(conditions).map_err(wrap)?))
+        Ok(())
+    }
+}
+
+/// The program as the wire carries it: each `sock_filter` packed in a u64,
+/// code, jt, jf, k from the high bits down, so that the guest rebuilds it
+/// in its own byte order. libseccomp exports in the filter's byte order
+/// (the guest's), not the host's.
+fn export(ctx: &ScmpFilterContext, arch: GuestArch) -> Result<Vec<u64>, SeccompError> {
+    let io = |e: std::io::Error| SeccompError::Filter(format!("reading the exported program: {e}"));
+    let fd = nix::sys::memfd::memfd_create(
+        c"runq-seccomp",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| SeccompError::Filter(format!("memfd_create: {e}")))?;
+    let mut file = std::fs::File::from(fd);
+    ctx.export_bpf(&file).map_err(filter_error("export"))?;
+    let mut bytes = Vec::new();
+    file.rewind().map_err(io)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.is_empty() || bytes.len() % 8 != 0 {
+        return Err(SeccompError::Filter(format!(
+            "exported program of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|f| {
+            let (code, k) = ([f[0], f[1]], [f[4], f[5], f[6], f[7]]);
+            let (code, k) = match arch {
+                GuestArch::X86_64 => (u16::from_le_bytes(code), u32::from_le_bytes(k)),
+                GuestArch::S390x => (u16::from_be_bytes(code), u32::from_be_bytes(k)),
+            };
+            (u64::from(code) << 48)
+                | (u64::from(f[2]) << 40)
+                | (u64::from(f[3]) << 32)
+                | u64::from(k)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
     }
 
-    /// Rules per syscall number; an empty list matches unconditionally.
-    type Rules = BTreeMap<i64, Vec<SeccompRule>>;
-
-    /// The BPF programs (to be installed together) for `profile` on `arch`.
-    pub(super) fn compile(
-        profile: &LinuxSeccomp,
-        arch: GuestArch,
-    ) -> Result<Vec<BpfProgram>, SeccompError> {
-        if arch != GuestArch::X86_64 {
-            return Err(SeccompError::Arch(arch.as_str()));
+    /// Run a packed program on one syscall the way the guest kernel would,
+    /// with `seccomp_data` laid out for `arch` (argument words big-endian
+    /// on s390x); returns the action word.
+    fn eval(programs: &[Vec<u64>], arch: GuestArch, nr: i32, args: [u64; 6]) -> u32 {
+        match arch {
+            GuestArch::X86_64 => eval_abi(programs, 0xc000_003e, false, nr, args),
+            GuestArch::S390x => eval_abi(programs, 0x8000_0016, true, nr, args),
         }
-        if profile.listener_path().is_some() {
-            return Err(SeccompError::Unsupported("a notify listener".into()));
-        }
-        let default = action(profile.default_action(), profile.default_errno_ret())?;
-        let mut matched: Rules = BTreeMap::new();
-        let mut unconditional: Vec<i64> = Vec::new();
-        let mut by_action: Vec<(SeccompAction, Rules, Vec<i64>)> = Vec::new();
-        for s in profile.syscalls().clone().unwrap_or_default() {
-            let act = action(s.action(), s.errno_ret().or(profile.default_errno_ret()))?;
-            for name in s.names() {
-                let Some(nr) = syscall_number(name) else {
-                    continue;
-                };
-                if act == default {
-                    continue; // the default filter gives it already
-                }
-                let r = rule(&s, name)?;
-                if r.is_none() {
-                    unconditional.push(nr);
-                }
-                matched.entry(nr).or_default().extend(r.clone());
-                if act != SeccompAction::Allow {
-                    let group = match by_action.iter_mut().find(|(a, _, _)| *a == act) {
-                        Some(g) => g,
-                        None => {
-                            by_action.push((act.clone(), BTreeMap::new(), Vec::new()));
-                            by_action.last_mut().expect("just pushed")
-                        }
-                    };
-                    if r.is_none() {
-                        group.2.push(nr);
-                    }
-                    group.1.entry(nr).or_default().extend(r);
-                }
-            }
-        }
-        let unconditional_wins = |rules: &mut Rules, u: &[i64]| {
-            for nr in u {
-                if let Some(v) = rules.get_mut(nr) {
-                    v.clear();
-                }
-            }
-        };
-        unconditional_wins(&mut matched, &unconditional);
-        let mut programs = Vec::new();
-        if default != SeccompAction::Allow {
-            let f = SeccompFilter::new(matched, default, SeccompAction::Allow, TargetArch::x86_64)
-                .map_err(backend)?;
-            programs.push(f.try_into().map_err(backend)?);
-        }
-        for (act, mut rules, u) in by_action {
-            unconditional_wins(&mut rules, &u);
-            let f = SeccompFilter::new(rules, SeccompAction::Allow, act, TargetArch::x86_64)
-                .map_err(backend)?;
-            programs.push(f.try_into().map_err(backend)?);
-        }
-        Ok(programs)
     }
 
-    /// A program as the wire carries it: each `sock_filter` packed in a u64
-    /// (code, jt, jf, k from the high bits down).
-    pub(super) fn pack(p: &BpfProgram) -> Vec<u64> {
-        p.iter()
-            .map(|f| {
-                (u64::from(f.code) << 48)
-                    | (u64::from(f.jt) << 40)
-                    | (u64::from(f.jf) << 32)
-                    | u64::from(f.k)
-            })
-            .collect()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::seccomp::SeccompError;
-
-        fn profile(json: &str) -> LinuxSeccomp {
-            serde_json::from_str(json).unwrap()
+    fn eval_abi(
+        programs: &[Vec<u64>],
+        audit_arch: u32,
+        big_endian: bool,
+        nr: i32,
+        args: [u64; 6],
+    ) -> u32 {
+        assert_eq!(programs.len(), 1);
+        let mut data = [0u32; 16];
+        data[0] = nr as u32;
+        data[1] = audit_arch;
+        for (i, a) in args.iter().enumerate() {
+            let (lo, hi) = (*a as u32, (*a >> 32) as u32);
+            (data[4 + 2 * i], data[5 + 2 * i]) = if big_endian { (hi, lo) } else { (lo, hi) };
         }
-
-        /// Run `programs` on one syscall the way the kernel would (all
-        /// filters, most restrictive action wins) with seccompiler's own
-        /// layout of `seccomp_data`; returns the action word.
-        fn eval(programs: &[BpfProgram], nr: i64, args: [u64; 6]) -> u32 {
-            let mut data = [0u32; 16];
-            data[0] = nr as u32;
-            data[1] = 0xc000003e; // AUDIT_ARCH_X86_64
-            for (i, a) in args.iter().enumerate() {
-                data[4 + 2 * i] = *a as u32;
-                data[5 + 2 * i] = (*a >> 32) as u32;
-            }
-            let run = |p: &BpfProgram| -> u32 {
-                let (mut acc, mut pc) = (0u32, 0usize);
-                loop {
-                    let f = &p[pc];
-                    let (class, k) = (f.code & 0x07, f.k);
-                    match class {
-                        0x00 => acc = data[(k / 4) as usize], // BPF_LD|BPF_W|BPF_ABS
-                        0x06 => return k,                     // BPF_RET
-                        0x04 => acc &= k,                     // BPF_ALU (and)
-                        0x05 => {
-                            let op = f.code & 0xf0;
-                            let taken = match op {
-                                0x00 => {
-                                    pc += k as usize + 1;
-                                    continue;
-                                }
-                                0x10 => acc == k,
-                                0x20 => acc > k,
-                                0x30 => acc >= k,
-                                0x40 => acc & k != 0,
-                                _ => panic!("jump op {op:#x}"),
-                            };
-                            pc += 1 + if taken { f.jt } else { f.jf } as usize;
+        let p = &programs[0];
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let w = p[pc];
+            let (code, jt, jf, k) = ((w >> 48) as u16, (w >> 40) as u8, (w >> 32) as u8, w as u32);
+            match code & 0x07 {
+                0x00 if code == 0x20 => acc = data[(k / 4) as usize], // LD|W|ABS
+                0x06 => return k,                                     // RET|K
+                0x04 if code == 0x54 => acc &= k,                     // ALU|AND|K
+                0x05 => {
+                    let taken = match code & 0xf0 {
+                        0x00 => {
+                            pc += k as usize + 1; // JA
                             continue;
                         }
-                        _ => panic!("class {class:#x}"),
-                    }
-                    pc += 1;
+                        0x10 => acc == k,
+                        0x20 => acc > k,
+                        0x30 => acc >= k,
+                        0x40 => acc & k != 0,
+                        op => panic!("jump op {op:#x}"),
+                    };
+                    pc += 1 + if taken { jt } else { jf } as usize;
+                    continue;
                 }
-            };
-            let precedence = |r: u32| match r & 0xffff_0000 {
-                0x8000_0000 => 0, // KILL_PROCESS
-                0x0000_0000 => 1, // KILL_THREAD
-                0x0003_0000 => 2, // TRAP
-                0x0005_0000 => 3, // ERRNO
-                0x7ff0_0000 => 4, // TRACE
-                0x7ffc_0000 => 5, // LOG
-                _ => 6,           // ALLOW
-            };
-            programs
-                .iter()
-                .map(run)
-                .min_by_key(|r| precedence(*r))
-                .unwrap_or(0x7fff_0000)
+                _ => panic!("instruction {code:#x}"),
+            }
+            pc += 1;
         }
+    }
 
-        const ALLOW: u32 = 0x7fff_0000;
-        const fn errno(e: u32) -> u32 {
-            0x0005_0000 | e
-        }
-        fn nr(name: &str) -> i64 {
-            syscall_number(name).unwrap()
-        }
+    const ALLOW: u32 = 0x7fff_0000;
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    const fn errno(e: u32) -> u32 {
+        0x0005_0000 | e
+    }
+    fn nr(name: &str, arch: GuestArch) -> i32 {
+        let a = match arch {
+            GuestArch::X86_64 => ScmpArch::X8664,
+            GuestArch::S390x => ScmpArch::S390X,
+        };
+        ScmpSyscall::from_name_by_arch(name, a)
+            .unwrap()
+            .as_raw_syscall()
+    }
 
-        const DOCKERISH: &str = r#"{
-        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [
-          {"names": ["read", "write", "exit_group", "no_such_call"], "action": "SCMP_ACT_ALLOW"},
-          {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-           "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
-          {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-           "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
-          {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-           "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
-          {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-          {"names": ["ptrace"], "action": "SCMP_ACT_KILL_PROCESS"}
-        ]}"#;
+    const DOCKERISH: &str = r#"{
+    "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    "syscalls": [
+      {"names": ["read", "write", "exit_group", "no_such_call"], "action": "SCMP_ACT_ALLOW"},
+      {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+       "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+      {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+       "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+      {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+       "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+      {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+      {"names": ["ptrace"], "action": "SCMP_ACT_KILL_PROCESS"},
+      {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+       "args": [{"index": 0, "value": 16, "op": "SCMP_CMP_NE"},
+                {"index": 0, "value": 40, "op": "SCMP_CMP_NE"}]}
+    ]}"#;
 
-        #[test]
-        fn docker_style_profile_keeps_its_meaning() {
-            let p = compile(&profile(DOCKERISH), GuestArch::X86_64).unwrap();
+    /// Docker's profile means the same on both guest architectures; on
+    /// s390x the 64-bit argument words are big-endian.
+    #[test]
+    fn docker_style_profile_keeps_its_meaning_on_every_guest_arch() {
+        for arch in [GuestArch::X86_64, GuestArch::S390x] {
+            let p = compile(&profile(DOCKERISH), arch).unwrap();
+            let n = |name| nr(name, arch);
             let zero = [0u64; 6];
-            assert_eq!(eval(&p, nr("read"), zero), ALLOW);
-            assert_eq!(eval(&p, nr("unshare"), zero), errno(1), "default action");
-            assert_eq!(eval(&p, nr("personality"), zero), ALLOW);
-            assert_eq!(eval(&p, nr("personality"), [8, 0, 0, 0, 0, 0]), ALLOW);
-            assert_eq!(eval(&p, nr("personality"), [9, 0, 0, 0, 0, 0]), errno(1));
+            let arg0 = |v: u64| [v, 0, 0, 0, 0, 0];
+            assert_eq!(eval(&p, arch, n("read"), zero), ALLOW, "{arch:?}");
+            assert_eq!(
+                eval(&p, arch, n("unshare"), zero),
+                errno(1),
+                "default, {arch:?}"
+            );
+            assert_eq!(eval(&p, arch, n("personality"), arg0(8)), ALLOW, "{arch:?}");
+            assert_eq!(
+                eval(&p, arch, n("personality"), arg0(9)),
+                errno(1),
+                "{arch:?}"
+            );
+            // the high word decides too (a 64-bit comparison)
+            assert_eq!(
+                eval(&p, arch, n("personality"), arg0(8 | 1 << 32)),
+                errno(1),
+                "{arch:?}"
+            );
             // CLONE_NEWUSER (0x10000000) is inside the mask: refused.
-            assert_eq!(eval(&p, nr("clone"), [0x11, 0, 0, 0, 0, 0]), ALLOW);
+            assert_eq!(eval(&p, arch, n("clone"), arg0(0x11)), ALLOW, "{arch:?}");
             assert_eq!(
-                eval(&p, nr("clone"), [0x1000_0011, 0, 0, 0, 0, 0]),
-                errno(1)
+                eval(&p, arch, n("clone"), arg0(0x1000_0011)),
+                errno(1),
+                "{arch:?}"
             );
             assert_eq!(
-                eval(&p, nr("clone3"), zero),
+                eval(&p, arch, n("clone3"), zero),
                 errno(38),
-                "the rule's own errno"
+                "rule's errno, {arch:?}"
             );
-            assert_eq!(eval(&p, nr("ptrace"), zero), 0x8000_0000);
+            assert_eq!(eval(&p, arch, n("ptrace"), zero), KILL_PROCESS, "{arch:?}");
+            // Two conditions on one argument: either rule allows (runc's
+            // reading). The kernel's number: libseccomp names s390x's
+            // socket by its socketcall multiplexer.
+            let socket = match arch {
+                GuestArch::X86_64 => 41,
+                GuestArch::S390x => 359,
+            };
+            assert_eq!(eval(&p, arch, socket, arg0(2)), ALLOW, "{arch:?}");
         }
+    }
 
-        #[test]
-        fn allow_by_default_profile_only_blocks_its_rules() {
-            let p = compile(
-                &profile(
-                    r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-                    {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
-                ),
-                GuestArch::X86_64,
-            )
-            .unwrap();
-            assert_eq!(p.len(), 1);
-            assert_eq!(eval(&p, nr("unshare"), [0; 6]), errno(13));
-            assert_eq!(eval(&p, nr("mount"), [0; 6]), ALLOW);
-        }
+    /// The profile's secondary architectures are filtered as runc does:
+    /// i386 calls of an x86_64 guest get the profile's rules, not a kill.
+    #[test]
+    fn listed_compat_architectures_follow_the_profile() {
+        let p = compile(&profile(DOCKERISH), GuestArch::X86_64).unwrap();
+        const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+        let (read, unshare) = (3, 310); // i386 numbers
+        assert_eq!(eval_abi(&p, AUDIT_ARCH_I386, false, read, [0; 6]), ALLOW);
+        assert_eq!(
+            eval_abi(&p, AUDIT_ARCH_I386, false, unshare, [0; 6]),
+            errno(1)
+        );
+        // not listed: an s390 (31-bit) call in an s390x guest is not allowed
+        let p = compile(&profile(DOCKERISH), GuestArch::S390x).unwrap();
+        assert_ne!(eval_abi(&p, 0x0000_0016, true, 3, [0; 6]), ALLOW);
+    }
 
-        #[test]
-        fn what_cannot_be_enforced_is_refused() {
-            let notify = profile(
+    #[test]
+    fn a_foreign_architecture_is_refused_by_the_arch_check() {
+        let p = compile(&profile(DOCKERISH), GuestArch::S390x).unwrap();
+        // an x86_64 read (nr 0) on an s390x filter: not the guest's ABI
+        let kill = eval(&p, GuestArch::X86_64, 0, [0; 6]);
+        assert_ne!(kill, ALLOW);
+        assert_ne!(kill & 0xffff_0000, 0x0005_0000, "bad arch is not an errno");
+    }
+
+    #[test]
+    fn allow_by_default_profile_only_blocks_its_rules() {
+        let arch = GuestArch::X86_64;
+        let p = compile(
+            &profile(
                 r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-                {"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]}"#,
-            );
+                {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+            ),
+            arch,
+        )
+        .unwrap();
+        assert_eq!(eval(&p, arch, nr("unshare", arch), [0; 6]), errno(13));
+        assert_eq!(eval(&p, arch, nr("mount", arch), [0; 6]), ALLOW);
+    }
+
+    #[test]
+    fn notify_is_refused() {
+        let notify = profile(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]}"#,
+        );
+        for arch in [GuestArch::X86_64, GuestArch::S390x] {
             assert!(matches!(
-                compile(&notify, GuestArch::X86_64),
+                compile(&notify, arch),
                 Err(SeccompError::Unsupported(_))
             ));
-            assert!(matches!(
-                compile(&profile(DOCKERISH), GuestArch::S390x),
-                Err(SeccompError::Arch("s390x"))
-            ));
-        }
-
-        #[test]
-        fn programs_pack_losslessly() {
-            let p = compile(&profile(DOCKERISH), GuestArch::X86_64).unwrap();
-            let packed = pack(&p[0]);
-            assert_eq!(packed.len(), p[0].len());
-            let f = &p[0][1];
-            let w = packed[1];
-            assert_eq!(
-                ((w >> 48) as u16, (w >> 40) as u8, (w >> 32) as u8, w as u32),
-                (f.code, f.jt, f.jf, f.k)
-            );
         }
     }
 }
