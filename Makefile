@@ -26,13 +26,23 @@ APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd run
 	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs xfsprogs qemu-utils iproute2 \
 	$(KERNEL_PACKAGES)
 
-.PHONY: all deps build tree install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
+.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
+HELPER_BIN  := $(HELPERS)/bin
 else
-all: cross
+# Another arch: its binaries cross-built, and its QEMU tree assembled from
+# Debian's packages of that arch (build/qemu-$(ARCH)).
+all: cross tree
+HELPER_BIN  := $(HELPERS)-$(ARCH)/bin
+TREE        := build/qemu-$(ARCH)
 endif
+# Cross builds link the target's libraries (libseccomp, libcap-ng) from
+# Debian's multiarch packages with Debian's cross gcc.
+CROSS_ENV   := LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu PKG_CONFIG_ALLOW_CROSS=1 \
+	PKG_CONFIG_LIBDIR=/usr/lib/$(ARCH)-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc
 
 ## deps: Debian packages and the vhost-user helpers from crates.io
 deps:
@@ -54,13 +64,23 @@ kernel:
 	kernel-config/build.sh $(KERNEL_DIR)
 
 ## tree: the QEMU tree (QEMU, helpers, kernels, initrds, proxy)
-ifeq ($(KERNEL),runq)
+ifneq ($(ARCH),$(HOST_ARCH))
+tree: cross helpers-cross
+	TREE_ARCH=$(ARCH) qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPER_BIN)
+else ifeq ($(KERNEL),runq)
 tree: build kernel
-	DEFAULT_KERNEL=$(DEFAULT_KERNEL) qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPERS)/bin $(KERNEL_DIR)
+	DEFAULT_KERNEL=$(DEFAULT_KERNEL) qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPER_BIN) $(KERNEL_DIR)
 else
 tree: build
-	qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPERS)/bin
+	qemu/build-tree.sh $(TREE) $(STATIC_DIR) $(HELPER_BIN)
 endif
+
+## helpers-cross: virtiofsd and vhost-device-vsock for ARCH (cached)
+helpers-cross: cross
+	@[ -x $(HELPER_BIN)/vhost-device-vsock ] || $(CROSS_ENV) cargo install -q --locked \
+	  --root $(HELPERS)-$(ARCH) --target $(ARCH_TARGET) vhost-device-vsock@0.3.0
+	@[ -x $(HELPER_BIN)/virtiofsd ] || $(CROSS_ENV) cargo install -q --locked \
+	  --root $(HELPERS)-$(ARCH) --target $(ARCH_TARGET) virtiofsd@1.14.0
 
 ## install: everything, then register runtime "runq" with dockerd
 install: deps tree
@@ -96,11 +116,13 @@ test-soak: install
 	test/soak
 
 ## test-s390x: cross-arch boot test: s390x guest (Debian kernel, s390x
-## runq-init, s390x busybox image) under qemu-system-s390x, through docker
+## runq-init, s390x busybox image) under qemu-system-s390x, through docker;
+## and the native s390x tree's programs under qemu-user
 test-s390x: install
-	@dpkg-query -W -f='$${Status}\n' qemu-system-misc 2>/dev/null | grep -q 'ok installed' || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-misc >/dev/null
-	$(MAKE) ARCH=s390x cross
+	@missing=$$(for p in qemu-system-misc qemu-user-static; do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	$(MAKE) ARCH=s390x
 	test/s390x
 
 ## fuzz: cargo-fuzz targets (wire decoder, config.json rewrite, disk specs), FUZZ_SECONDS each
@@ -120,14 +142,13 @@ bench: install
 # from Debian's $(ARCH) packages (multiarch).
 cross:
 	@dpkg --print-foreign-architectures | grep -qx $(ARCH) || { dpkg --add-architecture $(ARCH) && apt-get update -qq; }
-	@missing=$$(for p in gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross libseccomp-dev:$(ARCH); do \
+	@missing=$$(for p in gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross libseccomp-dev:$(ARCH) libcap-ng-dev:$(ARCH); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	rustup target list --installed | grep -qx $(ARCH_TARGET) || rustup target add $(ARCH_TARGET)
-	LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu $(LINKER_VAR)=$(ARCH)-linux-gnu-gcc \
-	  cargo build --release --target $(ARCH_TARGET) -p runq
+	$(CROSS_ENV) cargo build --release --target $(ARCH_TARGET) -p runq
 	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc RUSTFLAGS="-C target-feature=+crt-static" \
 	  cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
 	@ls -l target/$(ARCH_TARGET)/release/runq target/$(ARCH_TARGET)/release/runq-proxy target/$(ARCH_TARGET)/release/runq-init

@@ -14,24 +14,48 @@
 # Usage: build-tree.sh OUT_DIR BIN_DIR HELPER_BIN_DIR [RUNQ_KERNEL_DIR]
 #   BIN_DIR holds runq-proxy and runq-init (static), HELPER_BIN_DIR holds
 #   virtiofsd and vhost-device-vsock (from crates.io), RUNQ_KERNEL_DIR is
-#   kernel-config/build.sh's output.
+#   kernel-config/build.sh's output. TREE_ARCH=s390x (or any arch other
+#   than the host's) assembles the tree for that arch from Debian's
+#   packages of it (qemu/sysroot.sh): QEMU, its libraries, iproute2, the
+#   kernel and busybox; the binaries in BIN_DIR/HELPER_BIN_DIR must be of
+#   that arch too (make ARCH=s390x tree).
 set -euo pipefail
 
 out=$1 bins=$2 helpers=$3 runq_kernel=${4:-}
-arch=$(uname -m)
+arch=${TREE_ARCH:-$(uname -m)}
 case "$arch" in
-  x86_64) qemu_bin=qemu-system-x86_64 kflavour=cloud-amd64
-          firmware=(bios-microvm.bin) ;;
-  s390x)  qemu_bin=qemu-system-s390x kflavour=s390x
-          firmware=(s390-ccw.img) ;;
+  x86_64) qemu_bin=qemu-system-x86_64 kflavour=cloud-amd64 kpkg=linux-image-cloud-amd64
+          firmware=(bios-microvm.bin)
+          # Guest modules wanted on the common path (dependencies are
+          # added from modules.dep; built-in ones are skipped).
+          modules=(virtio_mmio vmw_vsock_virtio_transport virtiofs virtio-rng virtio_net virtio_blk) ;;
+  s390x)  qemu_bin=qemu-system-s390x kflavour=s390x kpkg=linux-image-s390x
+          firmware=(s390-ccw.img)
+          # vsock is vhost-user-vsock-pci (zPCI): QEMU 7.2 has no -ccw model.
+          modules=(virtio_pci vmw_vsock_virtio_transport virtiofs 9pnet_virtio 9p virtio-rng virtio_net virtio_blk) ;;
   *) echo "build-tree: unsupported architecture $arch" >&2; exit 1 ;;
 esac
-# Guest modules wanted on the common path (dependencies are added from
-# modules.dep; built-in ones are skipped).
-modules=(virtio_mmio vmw_vsock_virtio_transport virtiofs virtio-rng virtio_net virtio_blk)
 # Filesystems for runq disks: loaded by init only when a disk needs one
 # (/modules.<fs>.list), so a container without disks pays nothing.
 fs_groups=(ext4 xfs btrfs)
+triplet=$arch-linux-gnu
+# Where the host side comes from: this machine, or Debian's packages of
+# another arch extracted into a sysroot.
+sysroot=
+if [ "$arch" != "$(uname -m)" ]; then
+  sysroot=/var/cache/runq/sysroot-$arch
+  "$(dirname "$0")/sysroot.sh" "$arch" "$sysroot" qemu-system-misc iproute2 busybox-static "$kpkg"
+  export BUSYBOX=$sysroot/bin/busybox
+fi
+# find_bin NAME: the path of a program in the sysroot (or on this host)
+find_bin() {
+  local d
+  if [ -z "$sysroot" ]; then command -v "$1"; return; fi
+  for d in /usr/bin /usr/sbin /bin /sbin; do
+    [ -x "$sysroot$d/$1" ] && { echo "$sysroot$d/$1"; return; }
+  done
+  die "$1 not in the $arch sysroot"
+}
 
 die() { echo "build-tree: $*" >&2; exit 1; }
 . "$(dirname "$0")/tree-lib.sh"
@@ -40,36 +64,38 @@ rm -rf "$out"
 mkdir -p "$out"/{usr/bin,usr/share/qemu,proc,sys,dev,rootfs,run,runq,tmp}
 
 
-copy_with_libs "$(command -v $qemu_bin)" /usr/bin/$qemu_bin
+copy_with_libs "$(find_bin $qemu_bin)" /usr/bin/$qemu_bin
 copy_with_libs "$helpers/virtiofsd" /usr/bin/virtiofsd
 copy_with_libs "$helpers/vhost-device-vsock" /usr/bin/vhost-device-vsock
 install -m 0755 "$bins/runq-proxy" "$out/usr/bin/runq-proxy"
 # iproute2: the proxy reads and changes the container's links with it.
-copy_with_libs "$(command -v ip)" /usr/bin/ip
-copy_with_libs "$(command -v tc)" /usr/bin/tc
-# Debian builds the TCG accelerator as a QEMU module (dlopen'ed by path).
-qemu_mods=/usr/lib/$arch-linux-gnu/qemu
+copy_with_libs "$(find_bin ip)" /usr/bin/ip
+copy_with_libs "$(find_bin tc)" /usr/bin/tc
+# Debian builds the TCG accelerator of some targets as a QEMU module
+# (dlopen'ed by path): x86_64's on x86_64; s390x's TCG is built in.
+qemu_mods=/usr/lib/$triplet/qemu
 mkdir -p "$out$qemu_mods"
-for m in "$qemu_mods"/accel-tcg-*.so; do
-  [ -e "$m" ] || die "QEMU module accel-tcg missing in $qemu_mods"
-  copy_with_libs "$m" "${m}"
+for m in "$sysroot$qemu_mods"/accel-tcg-"$arch".so; do
+  if [ -e "$m" ]; then copy_with_libs "$m" "$qemu_mods/$(basename "$m")"
+  elif [ "$arch" = x86_64 ]; then die "QEMU module accel-tcg-$arch missing in $qemu_mods"; fi
 done
+# Firmware is architecture-independent (qemu-system-data): the host's.
 for f in "${firmware[@]}"; do
-  cp "/usr/share/qemu/$f" "$out/usr/share/qemu/$f" || die "QEMU firmware $f missing"
+  cp "/usr/share/qemu/$f" "$out/usr/share/qemu/$f" || die "QEMU firmware $f missing (qemu-system-data)"
 done
 
 
 # Debian's kernel: the newest of our flavour on this machine.
-kver=$(ls /lib/modules | grep -- "-$kflavour\$" | sort -V | tail -n 1)
-[ -n "$kver" ] || die "no linux-image-$kflavour installed"
+kver=$(ls "$sysroot/lib/modules" | grep -- "-$kflavour\$" | sort -V | tail -n 1)
+[ -n "$kver" ] || die "no $kpkg installed"
 kdir=$out/kernels/debian
 mkdir -p "$kdir"
-cp "/boot/vmlinuz-$kver" "$kdir/kernel"
-make_initrd "$kdir/initrd" "$kver" "/lib/modules/$kver" load "${modules[@]}"
+cp "$sysroot/boot/vmlinuz-$kver" "$kdir/kernel"
+make_initrd "$kdir/initrd" "$kver" "$sysroot/lib/modules/$kver" load "${modules[@]}"
 echo "$kver" > "$kdir/version"
 # What the kernel can mount as the container root (the cloud kernel has no 9p).
 features=virtiofs
-grep -qE '/9p\.ko' "/lib/modules/$kver/modules.dep" && features="$features 9p"
+grep -qE '/9p\.ko' "$sysroot/lib/modules/$kver/modules.dep" && features="$features 9p"
 echo "$features" > "$kdir/features"
 default=debian
 

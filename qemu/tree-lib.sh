@@ -1,15 +1,43 @@
 # Shared by build-tree.sh and add-s390x-guest.sh (sourced; expects $out,
 # $bins, $fs_groups and die()).
 
-# A binary and every library it links, at the same paths as on the host.
+# A binary and every library it links, at the same paths as on the host
+# (or as in $sysroot, a tree of another arch's packages): the ELF
+# interpreter and each DT_NEEDED, found where the loader looks, read with
+# readelf, so that it works for binaries this host cannot run.
 copy_with_libs() {
-  local bin=$1 dest=$2
+  local bin=$1 dest=$2 interp
   install -m 0755 "$bin" "$out$dest"
-  ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
-    [ -e "$out$lib" ] && continue
-    mkdir -p "$out$(dirname "$lib")"
-    cp -L "$lib" "$out$lib"
+  interp=$(readelf -lW "$bin" | sed -n 's/.*\[Requesting program interpreter: \(.*\)\]/\1/p')
+  [ -z "$interp" ] || copy_lib "$interp" "$bin"
+  copy_needed "$bin"
+}
+
+# copy_needed ELF: its DT_NEEDED libraries and theirs, into $out.
+copy_needed() {
+  local so path
+  for so in $(readelf -dW "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+    path=$(find_lib "$so") || die "$so (needed by $1) not found in ${sysroot:-/}"
+    [ -e "$out$path" ] && continue
+    copy_lib "$path" "$1"
+    copy_needed "${sysroot:-}$path"
   done
+}
+
+# find_lib SONAME: its path in the loader's multiarch and default dirs
+find_lib() {
+  local d t=${triplet:-$(uname -m)-linux-gnu}
+  for d in /lib/$t /usr/lib/$t /lib /usr/lib /lib64 /usr/lib64; do
+    [ -e "${sysroot:-}$d/$1" ] && { echo "$d/$1"; return 0; }
+  done
+  return 1
+}
+
+# copy_lib PATH USER: PATH (resolved in the sysroot) into $out at PATH
+copy_lib() {
+  [ -e "${sysroot:-}$1" ] || die "$1 (needed by $2) missing"
+  mkdir -p "$out$(dirname "$1")"
+  cp -L "${sysroot:-}$1" "$out$1"
 }
 
 # initrd with runq-init as /init, busybox (its ip applet configures the
