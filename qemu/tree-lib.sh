@@ -40,8 +40,8 @@ copy_lib() {
   cp -L "${sysroot:-}$1" "$out$1"
 }
 
-# initrd with runq-init as /init, busybox (its ip applet configures the
-# guest's network), and MODDIR's modules: those in LOAD in dependency
+# initrd with runq-init as /init, busybox (a rootdisk's first-boot copy,
+# modprobe for a workload allowed to load modules), and MODDIR's modules: those in LOAD in dependency
 # order (listed in /modules.list for init), or the whole tree (for
 # modprobe in the guest).
 # make_initrd OUT KVER MODDIR ship|load [MODULE...]
