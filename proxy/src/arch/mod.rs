@@ -565,7 +565,7 @@ mod tests {
     #[test]
     fn tcg_translation_cache_is_capped() {
         let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Tcg, &host(), &paths());
-        assert_eq!(values(&args, "-accel"), ["tcg,tb-size=128"]);
+        assert_eq!(values(&args, "-accel"), ["tcg,tb-size=32"]);
         let args = qemu_args(&vm(), TargetArch::X86_64, Accel::Kvm, &host(), &paths());
         assert_eq!(values(&args, "-accel"), ["kvm"]);
     }
