@@ -42,6 +42,14 @@ impl GuestArch {
         }
     }
 
+    /// Whether the guest's words are big-endian (seccomp_data, BPF).
+    pub const fn big_endian(self) -> bool {
+        match self {
+            GuestArch::X86_64 => false,
+            GuestArch::S390x => true,
+        }
+    }
+
     /// The architecture this binary runs on.
     pub const fn host() -> Self {
         if cfg!(target_arch = "s390x") {

@@ -64,7 +64,111 @@ pub fn compile(profile: &LinuxSeccomp, arch: GuestArch) -> Result<Vec<Vec<u64>>,
             add_rule(&mut ctx, act, nr, s, name)?;
         }
     }
-    Ok(vec![export(&ctx, arch)?])
+    let mut program = export(&ctx, arch)?;
+    if arch.big_endian() != GuestArch::host().big_endian() {
+        repair_cross_endian(&mut program, profile, arch, default)?;
+    }
+    Ok(vec![program])
+}
+
+/// The action word the kernel sees for `a` (`SECCOMP_RET_*` | data).
+fn action_word(a: ScmpAction) -> u32 {
+    match a {
+        ScmpAction::KillProcess => 0x8000_0000,
+        ScmpAction::KillThread => 0,
+        ScmpAction::Trap => 0x0003_0000,
+        ScmpAction::Errno(e) => 0x0005_0000 | (e as u32 & 0xffff),
+        ScmpAction::Trace(t) => 0x7ff0_0000 | u32::from(t),
+        ScmpAction::Log => 0x7ffc_0000,
+        ScmpAction::Notify => 0x7fc0_0000,
+        // Allow, and any action a later libseccomp adds (never emitted:
+        // action() maps only the OCI actions above)
+        _ => 0x7fff_0000,
+    }
+}
+
+/// libseccomp 2.5.4 (Debian 12), generating a big-endian filter on a
+/// little-endian host, leaves one shared action block in host byte order
+/// (measured with Docker's default profile for s390x: the common ALLOW
+/// return read 0x0000ff7f, a kill). A same-endian build, as on an s390x
+/// host, is not affected. The repair: a return value that is not one of
+/// the profile's actions but whose byte swap is becomes that action; then
+/// the whole program is run against the profile (each unconditional rule
+/// and the default) and any disagreement refuses the profile.
+fn repair_cross_endian(
+    program: &mut [u64],
+    profile: &LinuxSeccomp,
+    arch: GuestArch,
+    default: ScmpAction,
+) -> Result<(), SeccompError> {
+    let rules = profile.syscalls().as_deref().unwrap_or(&[]);
+    let mut expected = vec![action_word(default), action_word(ScmpAction::KillThread)];
+    for s in rules {
+        expected.push(action_word(action(
+            s.action(),
+            s.errno_ret().or(profile.default_errno_ret()),
+        )?));
+    }
+    for w in program.iter_mut() {
+        if bpf::is_return(*w) {
+            let k = *w as u32;
+            if !expected.contains(&k) {
+                if !expected.contains(&k.swap_bytes()) {
+                    return Err(SeccompError::Filter(format!(
+                        "{} filter returns {k:#x}, not an action of the profile",
+                        arch.as_str()
+                    )));
+                }
+                *w = (*w & !0xffff_ffff) | u64::from(k.swap_bytes());
+            }
+        }
+    }
+    let scmp_arch = scmp_arch(arch);
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for s in rules {
+        for n in s.names() {
+            *seen.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    let check = |nr: i32, want: u32, what: &str| {
+        let got = bpf::run(program, &bpf::seccomp_data(arch, nr, [0; 6]))
+            .map_err(|e| SeccompError::Filter(format!("{} filter: {e}", arch.as_str())))?;
+        if got != want {
+            return Err(SeccompError::Filter(format!(
+                "{} filter gives {what} {got:#x}, the profile {want:#x}",
+                arch.as_str()
+            )));
+        }
+        Ok(())
+    };
+    for s in rules
+        .iter()
+        .filter(|s| s.args().as_deref().unwrap_or(&[]).is_empty())
+    {
+        let want = action_word(action(
+            s.action(),
+            s.errno_ret().or(profile.default_errno_ret()),
+        )?);
+        for name in s
+            .names()
+            .iter()
+            .filter(|n| seen.get(n.as_str()) == Some(&1))
+        {
+            match ScmpSyscall::from_name_by_arch(name, scmp_arch).map(|s| s.as_raw_syscall()) {
+                Ok(nr) if nr >= 0 => check(nr, want, name)?,
+                _ => {} // not a system call of this arch (or multiplexed)
+            }
+        }
+    }
+    // a number no profile names
+    check(0xfff, action_word(default), "an unknown call")
+}
+
+fn scmp_arch(arch: GuestArch) -> ScmpArch {
+    match arch {
+        GuestArch::X86_64 => ScmpArch::X8664,
+        GuestArch::S390x => ScmpArch::S390X,
+    }
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
@@ -95,13 +199,13 @@ fn set_arches(
 ) -> Result<(), SeccompError> {
     let (primary, compat): (ScmpArch, &[(Arch, ScmpArch)]) = match guest {
         GuestArch::X86_64 => (
-            ScmpArch::X8664,
+            scmp_arch(guest),
             &[
                 (Arch::ScmpArchX86, ScmpArch::X86),
                 (Arch::ScmpArchX32, ScmpArch::X32),
             ],
         ),
-        GuestArch::S390x => (ScmpArch::S390X, &[(Arch::ScmpArchS390, ScmpArch::S390)]),
+        GuestArch::S390x => (scmp_arch(guest), &[(Arch::ScmpArchS390, ScmpArch::S390)]),
     };
     let mut arches = vec![primary];
     arches.extend(
@@ -220,6 +324,69 @@ fn export(ctx: &ScmpFilterContext, arch: GuestArch) -> Result<Vec<u64>, SeccompE
         .collect())
 }
 
+/// A classic-BPF interpreter for the instructions libseccomp emits, on
+/// packed programs: runq checks cross-endian programs with it, and the
+/// tests run every program through it.
+mod bpf {
+    use runq_protocol::GuestArch;
+
+    const RET_K: u16 = 0x06;
+
+    pub fn is_return(w: u64) -> bool {
+        (w >> 48) as u16 == RET_K
+    }
+
+    /// `struct seccomp_data` as 32-bit words the way the guest's kernel
+    /// lays it out: nr, arch, ip, then the arguments in its byte order.
+    pub fn seccomp_data(arch: GuestArch, nr: i32, args: [u64; 6]) -> [u32; 16] {
+        let audit_arch = match arch {
+            GuestArch::X86_64 => 0xc000_003e,
+            GuestArch::S390x => 0x8000_0016,
+        };
+        let mut data = [0u32; 16];
+        data[0] = nr as u32;
+        data[1] = audit_arch;
+        for (i, a) in args.iter().enumerate() {
+            let (lo, hi) = (*a as u32, (*a >> 32) as u32);
+            (data[4 + 2 * i], data[5 + 2 * i]) = if arch.big_endian() {
+                (hi, lo)
+            } else {
+                (lo, hi)
+            };
+        }
+        data
+    }
+
+    /// The action word `program` returns for `data`.
+    pub fn run(program: &[u64], data: &[u32; 16]) -> Result<u32, String> {
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let w = *program.get(pc).ok_or("ran off the end of the program")?;
+            let (code, jt, jf, k) = ((w >> 48) as u16, (w >> 40) as u8, (w >> 32) as u8, w as u32);
+            pc += 1;
+            match code {
+                0x20 => {
+                    acc = *data.get(k as usize / 4).ok_or("load beyond seccomp_data")?;
+                    // LD|W|ABS
+                }
+                RET_K => return Ok(k),
+                0x54 => acc &= k,         // ALU|AND|K
+                0x05 => pc += k as usize, // JMP|JA
+                0x15 | 0x25 | 0x35 | 0x45 => {
+                    let taken = match code {
+                        0x15 => acc == k,
+                        0x25 => acc > k,
+                        0x35 => acc >= k,
+                        _ => acc & k != 0,
+                    };
+                    pc += usize::from(if taken { jt } else { jf });
+                }
+                _ => return Err(format!("instruction {code:#x} at {}", pc - 1)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,59 +395,16 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
-    /// Run a packed program on one syscall the way the guest kernel would,
-    /// with `seccomp_data` laid out for `arch` (argument words big-endian
-    /// on s390x); returns the action word.
     fn eval(programs: &[Vec<u64>], arch: GuestArch, nr: i32, args: [u64; 6]) -> u32 {
-        match arch {
-            GuestArch::X86_64 => eval_abi(programs, 0xc000_003e, false, nr, args),
-            GuestArch::S390x => eval_abi(programs, 0x8000_0016, true, nr, args),
-        }
+        assert_eq!(programs.len(), 1);
+        bpf::run(&programs[0], &bpf::seccomp_data(arch, nr, args)).unwrap()
     }
 
-    fn eval_abi(
-        programs: &[Vec<u64>],
-        audit_arch: u32,
-        big_endian: bool,
-        nr: i32,
-        args: [u64; 6],
-    ) -> u32 {
-        assert_eq!(programs.len(), 1);
-        let mut data = [0u32; 16];
-        data[0] = nr as u32;
+    fn eval_abi(programs: &[Vec<u64>], audit_arch: u32, big_endian: bool, nr: i32) -> u32 {
+        let mut data = bpf::seccomp_data(GuestArch::X86_64, nr, [0; 6]);
         data[1] = audit_arch;
-        for (i, a) in args.iter().enumerate() {
-            let (lo, hi) = (*a as u32, (*a >> 32) as u32);
-            (data[4 + 2 * i], data[5 + 2 * i]) = if big_endian { (hi, lo) } else { (lo, hi) };
-        }
-        let p = &programs[0];
-        let (mut acc, mut pc) = (0u32, 0usize);
-        loop {
-            let w = p[pc];
-            let (code, jt, jf, k) = ((w >> 48) as u16, (w >> 40) as u8, (w >> 32) as u8, w as u32);
-            match code & 0x07 {
-                0x00 if code == 0x20 => acc = data[(k / 4) as usize], // LD|W|ABS
-                0x06 => return k,                                     // RET|K
-                0x04 if code == 0x54 => acc &= k,                     // ALU|AND|K
-                0x05 => {
-                    let taken = match code & 0xf0 {
-                        0x00 => {
-                            pc += k as usize + 1; // JA
-                            continue;
-                        }
-                        0x10 => acc == k,
-                        0x20 => acc > k,
-                        0x30 => acc >= k,
-                        0x40 => acc & k != 0,
-                        op => panic!("jump op {op:#x}"),
-                    };
-                    pc += 1 + if taken { jt } else { jf } as usize;
-                    continue;
-                }
-                _ => panic!("instruction {code:#x}"),
-            }
-            pc += 1;
-        }
+        let _ = big_endian; // all-zero arguments read the same either way
+        bpf::run(&programs[0], &data).unwrap()
     }
 
     const ALLOW: u32 = 0x7fff_0000;
@@ -374,14 +498,34 @@ mod tests {
         let p = compile(&profile(DOCKERISH), GuestArch::X86_64).unwrap();
         const AUDIT_ARCH_I386: u32 = 0x4000_0003;
         let (read, unshare) = (3, 310); // i386 numbers
-        assert_eq!(eval_abi(&p, AUDIT_ARCH_I386, false, read, [0; 6]), ALLOW);
-        assert_eq!(
-            eval_abi(&p, AUDIT_ARCH_I386, false, unshare, [0; 6]),
-            errno(1)
-        );
+        assert_eq!(eval_abi(&p, AUDIT_ARCH_I386, false, read), ALLOW);
+        assert_eq!(eval_abi(&p, AUDIT_ARCH_I386, false, unshare), errno(1));
         // not listed: an s390 (31-bit) call in an s390x guest is not allowed
         let p = compile(&profile(DOCKERISH), GuestArch::S390x).unwrap();
-        assert_ne!(eval_abi(&p, 0x0000_0016, true, 3, [0; 6]), ALLOW);
+        assert_ne!(eval_abi(&p, 0x0000_0016, true, 3), ALLOW);
+    }
+
+    /// Docker 20.10's default profile as dockerd passes it (amd64 host),
+    /// for both guests. The s390x case is the cross-endian repair's test:
+    /// before it, every allowed call of the s390x guest was killed.
+    #[test]
+    fn dockers_own_default_profile_on_every_guest_arch() {
+        let p = profile(include_str!("../testdata/docker-20.10-default-seccomp.json"));
+        for arch in [GuestArch::X86_64, GuestArch::S390x] {
+            let prog = compile(&p, arch).unwrap();
+            let n = |name| nr(name, arch);
+            for call in ["execve", "read", "write", "mmap", "exit_group", "openat", "clone"] {
+                assert_eq!(eval(&prog, arch, n(call), [0; 6]), ALLOW, "{call} {arch:?}");
+            }
+            for call in ["unshare", "mount", "kexec_load", "init_module"] {
+                assert_eq!(eval(&prog, arch, n(call), [0; 6]), errno(1), "{call} {arch:?}");
+            }
+            // clone with CLONE_NEWUSER in its first argument: refused
+            // (dockerd wrote this profile for amd64; on an s390x host it
+            // writes the rule for s390's order, flags second)
+            let args = [0x1000_0000, 0, 0, 0, 0, 0];
+            assert_eq!(eval(&prog, arch, n("clone"), args), errno(1), "{arch:?}");
+        }
     }
 
     #[test]
