@@ -62,6 +62,7 @@ fn boot() -> Result<()> {
     if cmdline.split_whitespace().any(|w| w == "runq.debug") {
         DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    debug("init started");
     modules::load_all("/modules.list")?;
     debug("modules loaded");
     let mut conn = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
