@@ -510,15 +510,29 @@ mod tests {
     /// before it, every allowed call of the s390x guest was killed.
     #[test]
     fn dockers_own_default_profile_on_every_guest_arch() {
-        let p = profile(include_str!("../testdata/docker-20.10-default-seccomp.json"));
+        let p = profile(include_str!(
+            "../testdata/docker-20.10-default-seccomp.json"
+        ));
         for arch in [GuestArch::X86_64, GuestArch::S390x] {
             let prog = compile(&p, arch).unwrap();
             let n = |name| nr(name, arch);
-            for call in ["execve", "read", "write", "mmap", "exit_group", "openat", "clone"] {
+            for call in [
+                "execve",
+                "read",
+                "write",
+                "mmap",
+                "exit_group",
+                "openat",
+                "clone",
+            ] {
                 assert_eq!(eval(&prog, arch, n(call), [0; 6]), ALLOW, "{call} {arch:?}");
             }
             for call in ["unshare", "mount", "kexec_load", "init_module"] {
-                assert_eq!(eval(&prog, arch, n(call), [0; 6]), errno(1), "{call} {arch:?}");
+                assert_eq!(
+                    eval(&prog, arch, n(call), [0; 6]),
+                    errno(1),
+                    "{call} {arch:?}"
+                );
             }
             // clone with CLONE_NEWUSER in its first argument: refused
             // (dockerd wrote this profile for amd64; on an s390x host it
