@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Add an s390x guest to an (x86_64) QEMU tree, for the cross-arch boot
-# test: Debian's s390x kernel (linux-image-s390x:s390x) as kernels/s390x
-# with an initrd of the s390x runq-init, busybox-static:s390x and the
-# kernel's virtio modules; and the host's qemu-system-s390x (Debian
-# qemu-system-misc) with its libraries and firmware.
+# test: Debian's s390x kernel (linux-image-s390x:s390x, from the s390x
+# sysroot of qemu/sysroot.sh) as kernels/s390x with an initrd of the
+# s390x runq-init, busybox-static:s390x and the kernel's virtio modules;
+# and the host's qemu-system-s390x (Debian qemu-system-misc) with its
+# libraries and firmware.
 # Usage: add-s390x-guest.sh TREE S390X_BIN_DIR
 #   S390X_BIN_DIR holds the static s390x runq-init (make ARCH=s390x).
 set -euo pipefail
 
 out=$1 bins=$2
-cache=/var/cache/runq/s390x
 die() { echo "add-s390x-guest: $*" >&2; exit 1; }
 . "$(dirname "$0")/tree-lib.sh"
 # virtio_pci: QEMU 7.2 has no vhost-user-vsock-ccw, the PCI model (zPCI) is used.
@@ -21,28 +21,15 @@ fs_groups=(ext4 xfs btrfs)
 
 [ -x "$bins/runq-init" ] || die "$bins/runq-init missing (make ARCH=s390x)"
 command -v qemu-system-s390x >/dev/null || die "qemu-system-s390x missing (apt-get install qemu-system-misc)"
-if ! dpkg --print-foreign-architectures | grep -qx s390x; then
-  dpkg --add-architecture s390x
-  apt-get update -qq
+# Debian's s390x kernel and busybox: from the sysroot the s390x tree is
+# assembled from (make ARCH=s390x), made here if that has not run.
+# (not "sysroot": copy_with_libs below copies the host's QEMU)
+root=/var/cache/runq/sysroot-s390x
+if ! ls "$root"/boot/vmlinuz-* >/dev/null 2>&1 || [ ! -x "$root/bin/busybox" ]; then
+  "$(dirname "$0")/sysroot.sh" s390x "$root" qemu-system-misc iproute2 busybox-static linux-image-s390x
 fi
-mkdir -p "$cache"
-kpkg=$(apt-cache depends linux-image-s390x:s390x | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$kpkg" ] || die "no linux-image-s390x:s390x in the package lists"
-fetch() { # fetch PKG: the .deb in the cache (downloaded once)
-  local name=${1%%:*} deb
-  deb=$(ls "$cache/${name}"_*_s390x.deb 2>/dev/null | head -n 1 || true)
-  if [ -z "$deb" ]; then
-    (cd "$cache" && apt-get download -qq "$1" 2>/dev/null) || die "downloading $1 failed"
-    deb=$(ls "$cache/${name}"_*_s390x.deb | head -n 1)
-  fi
-  echo "$deb"
-}
-root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
-dpkg-deb -x "$(fetch "$kpkg")" "$root"
-dpkg-deb -x "$(fetch busybox-static:s390x)" "$root"
-kver=$(ls "$root/lib/modules")
-depmod -b "$root" "$kver" # cross-endian: kmod reads s390x modules fine
+kver=$(ls "$root/lib/modules" | grep -- '-s390x$' | sort -V | tail -n 1)
+[ -n "$kver" ] || die "no s390x kernel in $root"
 
 kdir=$out/kernels/s390x
 mkdir -p "$kdir"
