@@ -28,6 +28,10 @@ fn run_path(name: &str) -> PathBuf {
 }
 
 pub fn run(vm: VmSpec) -> Result<i32> {
+    if vm.debug {
+        crate::trace_to(&run_path("proxy-trace.log"));
+        crate::trace("proxy started");
+    }
     let accel = match vm.accel {
         runq_protocol::Accel::Kvm => Accel::Kvm,
         runq_protocol::Accel::Tcg => Accel::Tcg,
@@ -39,6 +43,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
     let (nics, routes) = net::attach_all()?;
+    crate::trace("network attached");
     dns::serve(VSOCK_UDS)?;
     let paths = VmPaths {
         kernel: format!("/kernels/{}/kernel", vm.kernel),
@@ -70,6 +75,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         &vsock_uds,
         &run_path("vsock.log"),
     )?;
+    crate::trace("helpers ready");
 
     let arch = TargetArch::of_guest(vm.guest_arch);
     let host = HostInfo {
@@ -80,8 +86,10 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     qemu_cmd.args(arch::qemu_args(&vm, arch, accel, &host, &paths));
     let taps: Vec<&std::os::fd::OwnedFd> = nics.iter().map(|n| &n.tap).collect();
     let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), &taps)?;
+    crate::trace("qemu started");
 
     let mut conn = wait_for_guest(&control, &qemu, &paths.console_log)?;
+    crate::trace("guest connected");
     wire::handshake(&mut conn).context("control handshake with runq-init")?;
     let mut process = vm.process.clone();
     inherit_rlimits(&mut process.rlimits);
@@ -114,6 +122,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         privileged: vm.privileged,
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
+    crate::trace("start sent");
     relay::run(
         conn,
         relay::Relay {
