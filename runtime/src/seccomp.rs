@@ -52,7 +52,7 @@ pub fn compile(profile: &LinuxSeccomp, arch: GuestArch) -> Result<Vec<Vec<u64>>,
         arch,
     )?;
     for s in profile.syscalls().as_deref().unwrap_or(&[]) {
-        let act = action(s.action(), s.errno_ret().or(profile.default_errno_ret()))?;
+        let act = rule_action(profile, s)?;
         if act == default {
             continue; // libseccomp refuses such rules; the default gives it already
         }
@@ -104,10 +104,7 @@ fn repair_cross_endian(
     let rules = profile.syscalls().as_deref().unwrap_or(&[]);
     let mut expected = vec![action_word(default), action_word(ScmpAction::KillThread)];
     for s in rules {
-        expected.push(action_word(action(
-            s.action(),
-            s.errno_ret().or(profile.default_errno_ret()),
-        )?));
+        expected.push(action_word(rule_action(profile, s)?));
     }
     for w in program.iter_mut() {
         if bpf::is_return(*w) {
@@ -145,10 +142,7 @@ fn repair_cross_endian(
         .iter()
         .filter(|s| s.args().as_deref().unwrap_or(&[]).is_empty())
     {
-        let want = action_word(action(
-            s.action(),
-            s.errno_ret().or(profile.default_errno_ret()),
-        )?);
+        let want = action_word(rule_action(profile, s)?);
         for name in s
             .names()
             .iter()
@@ -169,6 +163,11 @@ fn scmp_arch(arch: GuestArch) -> ScmpArch {
         GuestArch::X86_64 => ScmpArch::X8664,
         GuestArch::S390x => ScmpArch::S390X,
     }
+}
+
+/// The action of one of the profile's rules (its errno, else the profile's).
+fn rule_action(profile: &LinuxSeccomp, s: &LinuxSyscall) -> Result<ScmpAction, SeccompError> {
+    action(s.action(), s.errno_ret().or(profile.default_errno_ret()))
 }
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
@@ -197,25 +196,22 @@ fn set_arches(
     listed: &[Arch],
     guest: GuestArch,
 ) -> Result<(), SeccompError> {
-    let (primary, compat): (ScmpArch, &[(Arch, ScmpArch)]) = match guest {
-        GuestArch::X86_64 => (
-            scmp_arch(guest),
-            &[
-                (Arch::ScmpArchX86, ScmpArch::X86),
-                (Arch::ScmpArchX32, ScmpArch::X32),
-            ],
-        ),
-        GuestArch::S390x => (scmp_arch(guest), &[(Arch::ScmpArchS390, ScmpArch::S390)]),
+    let compat: &[(Arch, ScmpArch)] = match guest {
+        GuestArch::X86_64 => &[
+            (Arch::ScmpArchX86, ScmpArch::X86),
+            (Arch::ScmpArchX32, ScmpArch::X32),
+        ],
+        GuestArch::S390x => &[(Arch::ScmpArchS390, ScmpArch::S390)],
     };
-    let mut arches = vec![primary];
+    let mut arches = vec![scmp_arch(guest)];
     arches.extend(
         compat
             .iter()
             .filter(|(a, _)| listed.contains(a))
             .map(|(_, s)| *s),
     );
-    // The host's architecture goes first: libseccomp keeps one byte order
-    // per filter, set by its first architecture.
+    // The host's architecture is removed before any other is added:
+    // libseccomp keeps one byte order per filter, set by its first.
     let native = ScmpArch::native();
     if !arches.contains(&native) {
         ctx.remove_arch(native)
