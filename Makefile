@@ -26,6 +26,14 @@ APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd run
 	busybox-static cpio libseccomp-dev libcap-ng-dev python3 e2fsprogs xfsprogs qemu-utils iproute2 \
 	$(KERNEL_PACKAGES)
 
+# apt_ensure PKGS: a shell line installing those of Debian's PKGS not yet installed
+apt_ensure = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	  grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 .PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
@@ -46,11 +54,7 @@ CROSS_ENV   := LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu PKG_CONFIG_ALLOW_C
 
 ## deps: Debian packages and the vhost-user helpers from crates.io
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "deps: installing $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_ensure,$(APT_PACKAGES))
 	@[ -x $(HELPERS)/bin/vhost-device-vsock ] || cargo install -q --locked --root $(HELPERS) vhost-device-vsock@0.3.0
 	@[ -x $(HELPERS)/bin/virtiofsd ] || cargo install -q --locked --root $(HELPERS) virtiofsd@1.14.0
 
@@ -119,9 +123,7 @@ test-soak: install
 ## runq-init, s390x busybox image) under qemu-system-s390x, through docker;
 ## and the native s390x tree's programs under qemu-user
 test-s390x: install
-	@missing=$$(for p in qemu-system-misc qemu-user-static; do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	[ -z "$$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	@$(call apt_ensure,qemu-system-misc qemu-user-static)
 	$(MAKE) ARCH=s390x
 	test/s390x
 
@@ -142,11 +144,7 @@ bench: install
 # from Debian's $(ARCH) packages (multiarch).
 cross:
 	@dpkg --print-foreign-architectures | grep -qx $(ARCH) || { dpkg --add-architecture $(ARCH) && apt-get update -qq; }
-	@missing=$$(for p in gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross libseccomp-dev:$(ARCH) libcap-ng-dev:$(ARCH); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_ensure,gcc-$(ARCH)-linux-gnu libc6-dev-$(ARCH)-cross libseccomp-dev:$(ARCH) libcap-ng-dev:$(ARCH))
 	rustup target list --installed | grep -qx $(ARCH_TARGET) || rustup target add $(ARCH_TARGET)
 	$(CROSS_ENV) cargo build --release --target $(ARCH_TARGET) -p runq
 	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc RUSTFLAGS="-C target-feature=+crt-static" \
