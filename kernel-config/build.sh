@@ -21,7 +21,25 @@ srcver=$(dpkg-query -W -f '${Version}' linux-source-6.1)
 key=$( { cat "$frag" "$0"; echo "$srcver"; gcc --version | head -n1; } | sha256sum | cut -c1-16)
 dest=$cache/$key
 
-if [ ! -f "$dest/vmlinux" ]; then
+# A cache entry is used only when it is whole: a vmlinux, a release string
+# that looks like one (a sub-make's "Entering directory" lines once ended up
+# in it), the modules of that release and the key it was built for.
+valid_entry() {
+  local d=$1 ver
+  [ -s "$d/vmlinux" ] && [ -s "$d/config" ] && [ -f "$d/key" ] || return 1
+  [ "$(cat "$d/key")" = "$key" ] || return 1
+  [ "$(wc -l <"$d/version")" -eq 1 ] || return 1
+  ver=$(cat "$d/version")
+  [[ $ver =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?[-+._a-zA-Z0-9]*$ ]] || return 1
+  [ -d "$d/mods/lib/modules/$ver" ]
+}
+
+if [ -d "$dest" ] && ! valid_entry "$dest"; then
+  echo "kernel: cache entry $dest is incomplete or corrupt: rebuilding" >&2
+  rm -rf "$dest"
+fi
+
+if [ ! -d "$dest" ]; then
   work=$cache/build-$key
   rm -rf "$work" && mkdir -p "$work"
   echo "kernel: building $key (linux-source $srcver) in $work" >&2
@@ -45,9 +63,12 @@ if [ ! -f "$dest/vmlinux" ]; then
   mkdir -p "$stage"
   make -C "$src" O="$obj" INSTALL_MOD_PATH="$stage/mods" INSTALL_MOD_STRIP=1 modules_install >>"$work/build.log" 2>&1
   strip -o "$stage/vmlinux" "$obj/vmlinux"
-  make -s -C "$src" O="$obj" kernelrelease >"$stage/version"
+  # MAKEFLAGS from an outer make (make demo -> make install) would add
+  # "Entering directory" lines to the output: this make runs on its own.
+  MAKEFLAGS= MAKELEVEL= make -s --no-print-directory -C "$src" O="$obj" kernelrelease >"$stage/version"
   cp "$obj/.config" "$stage/config"
   echo "$key" >"$stage/key"
+  valid_entry "$stage" || { echo "build.sh: the built kernel does not validate (version: $(head -c 200 "$stage/version"))" >&2; exit 1; }
   rm -rf "$dest" && mv "$stage" "$dest"
   rm -rf "$work"
 else
