@@ -1,7 +1,10 @@
 //! A hostile config.json through the whole pure path of `runq create`:
 //! OCI parsing, option precedence from its RUNQ_* env, the bundle rewrite
 //! (mounts, disks, sysctls, devices, capabilities). Errors are fine;
-//! panics are not.
+//! panics are not, and neither is a rewritten mount outside the image's
+//! view: the image here is all symlinks (every name starting with `l` is
+//! one, to a target the name chooses), so any destination the resolver
+//! let through unresolved could land on the tree.
 #![no_main]
 
 use std::path::Path;
@@ -10,6 +13,36 @@ use libfuzzer_sys::fuzz_target;
 use runq::bundle::{self, HostDevice, HostFacts};
 use runq::cli::RuntimeOpts;
 use runq::options;
+use runq_protocol::resolve::{Fs, Node};
+
+/// Every name starting with `l` is a symlink: `la` -> `/usr/bin`, `lb` ->
+/// `../../..`, `lc` -> `/lc` (a loop), `ld` -> `x/../../lib`, others ->
+/// the rest of the name as a relative path.
+#[derive(Debug)]
+struct HostileImage;
+
+impl Fs for HostileImage {
+    fn node(&self, _base: &Path, rel: &Path) -> Node {
+        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        match name.strip_prefix('l') {
+            None => Node::Other,
+            Some("a") => Node::Symlink("/usr/bin".into()),
+            Some("b") => Node::Symlink("../../..".into()),
+            Some("c") => Node::Symlink("/lc".into()),
+            Some("d") => Node::Symlink("x/../../lib".into()),
+            Some(rest) => Node::Symlink(rest.replace('_', "/").into()),
+        }
+    }
+}
+
+/// Where the rewrite may put a mount in the proxy's container: the
+/// image's view, or the few places of the proxy's own.
+fn allowed(dest: &Path) -> bool {
+    dest.starts_with("/rootfs")
+        || ["/proc", "/dev", "/sys", "/run", "/runq"]
+            .iter()
+            .any(|p| dest.starts_with(p))
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(data) else {
@@ -35,6 +68,8 @@ fuzz_target!(|data: &[u8]| {
         macvtap_major: Some(246),
         is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
         disk_format: |_| Some(runq_protocol::DiskFormat::Raw),
+        fs: &HostileImage,
+        tree_dirs: vec!["usr".into()],
     };
     if let Ok(r) = bundle::rewrite(
         spec,
@@ -45,6 +80,16 @@ fuzz_target!(|data: &[u8]| {
         &host,
         false,
     ) {
+        for m in r.spec.mounts().iter().flatten() {
+            let d = m.destination();
+            assert!(allowed(d), "mount at {d:?} is outside the image's view");
+            if d.starts_with("/rootfs") {
+                assert!(
+                    !d.components().any(|c| matches!(c, std::path::Component::ParentDir)),
+                    "unclean destination {d:?}"
+                );
+            }
+        }
         let _ = r.vm.to_json();
     }
 });

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use runq_protocol::resolve::{MountView, StdFs};
 use runq_protocol::{wire::StartRequest, DiskFs, GuestDisk, Share, ROOTFS_TAG};
 
 pub const ROOT: &str = "/rootfs";
@@ -31,6 +32,17 @@ pub fn mount_initramfs_basics() -> Result<()> {
     mount_fs("proc", "/proc", "proc", nosuid | MsFlags::MS_NODEV, None)?;
     mount_fs("sysfs", "/sys", "sysfs", nosuid | MsFlags::MS_NODEV, None)?;
     Ok(())
+}
+
+/// `p` in the container's root as runc resolves a mount destination in a
+/// container's rootfs: the image's symlinks followed inside the root, `..`
+/// clamped at it (a tmpfs at `/abs -> /usr/bin` lands on the image's
+/// /usr/bin, never on init's own).
+pub fn in_root(p: &str) -> Result<String> {
+    let resolved = MountView::new(ROOT, &StdFs)
+        .resolve(Path::new(p))
+        .with_context(|| format!("mount destination {p}"))?;
+    Ok(format!("{ROOT}{}", resolved.display()))
 }
 
 /// Where the shared root goes when a rootdisk takes [`ROOT`]'s place.
@@ -77,43 +89,43 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
             }
         }
     }
-    let r = |p: &str| format!("{ROOT}{p}");
+    let r = in_root;
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
     // /proc is mounted by the workload itself, inside its PID namespace.
-    fs::create_dir_all(r("/proc")).context("creating /proc in the root")?;
+    fs::create_dir_all(r("/proc")?).context("creating /proc in the root")?;
     mount_fs(
         "sysfs",
-        &r("/sys"),
+        &r("/sys")?,
         "sysfs",
         nosuid | MsFlags::MS_RDONLY,
         None,
     )?;
     mount_fs(
         "tmpfs",
-        &r("/dev"),
+        &r("/dev")?,
         "tmpfs",
         MsFlags::MS_NOSUID,
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&r("/dev"))?;
+    populate_dev(&r("/dev")?)?;
     if start.privileged {
         // --privileged: every device of the guest, as runc gives every
         // device of the host.
-        copy_device_nodes(Path::new("/dev"), Path::new(&r("/dev")))?;
+        copy_device_nodes(Path::new("/dev"), Path::new(&r("/dev")?))?;
     }
     mount_fs(
         "devpts",
-        &r("/dev/pts"),
+        &r("/dev/pts")?,
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     let shm = format!("mode=1777,size={}", start.shm_size.unwrap_or(64 << 20));
-    mount_fs("shm", &r("/dev/shm"), "tmpfs", nosuid, Some(&shm))?;
-    mount_fs("mqueue", &r("/dev/mqueue"), "mqueue", nosuid, None)?;
+    mount_fs("shm", &r("/dev/shm")?, "tmpfs", nosuid, Some(&shm))?;
+    mount_fs("mqueue", &r("/dev/mqueue")?, "mqueue", nosuid, None)?;
     for t in &start.tmpfs {
         let (flags, data) = tmpfs_options(&t.options);
-        mount_fs("tmpfs", &r(&t.dest), "tmpfs", flags, Some(&data))?;
+        mount_fs("tmpfs", &r(&t.dest)?, "tmpfs", flags, Some(&data))?;
     }
     // Only a workload that may load modules needs them (CAP_SYS_MODULE,
     // bit 16, in its bounding set); others get no mount point created.
@@ -124,11 +136,11 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
     if may_load_modules {
         share_kernel_modules(&r)?;
     }
-    link_disks(&start.disks, &devices, &r("/dev"))?;
+    link_disks(&start.disks, &devices, &r("/dev")?)?;
     for d in &start.disks {
         let is_root = start.rootdisk.as_ref().is_some_and(|rd| rd.id == d.id);
         if let (Some(mnt), false) = (&d.mountpoint, is_root) {
-            mount_disk(d, &devices[&d.id], &r(mnt))?;
+            mount_disk(d, &devices[&d.id], &r(mnt)?)?;
         }
     }
     if let Some(text) = &start.resolv_conf {
@@ -136,9 +148,9 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         // it): Docker's own stays untouched on the host.
         let generated = "/resolv.conf";
         fs::write(generated, text).context("writing the generated resolv.conf")?;
-        let target = r("/etc/resolv.conf");
+        let target = r("/etc/resolv.conf")?;
         if !Path::new(&target).exists() {
-            fs::create_dir_all(r("/etc"))?;
+            fs::create_dir_all(r("/etc")?)?;
             fs::write(&target, "")?;
         }
         mount(
@@ -151,7 +163,7 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         .context("mounting the generated resolv.conf")?;
     }
     if start.runqenv {
-        fs::write(r("/.runqenv"), runqenv(&start.process.env)).context("writing /.runqenv")?;
+        fs::write(r("/.runqenv")?, runqenv(&start.process.env)).context("writing /.runqenv")?;
     }
     if start.readonly_root {
         // Mount points exist now; from here on the root is read-only, as
@@ -172,13 +184,13 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
 /// /lib/modules/<release> in the container, read-only, so that a workload
 /// with CAP_SYS_MODULE can modprobe them. Skipped where the image's root
 /// cannot take the mount point (read-only image without the directory).
-fn share_kernel_modules(r: &dyn Fn(&str) -> String) -> Result<()> {
+fn share_kernel_modules(r: &dyn Fn(&str) -> Result<String>) -> Result<()> {
     let release = nix::sys::utsname::uname()?
         .release()
         .to_string_lossy()
         .into_owned();
     let src = format!("/lib/modules/{release}");
-    let target = r(&src);
+    let target = r(&src)?;
     if !Path::new(&src).is_dir() || fs::create_dir_all(&target).is_err() {
         return Ok(());
     }
@@ -206,7 +218,11 @@ pub fn disk_mount_points(start: &StartRequest) -> Vec<String> {
         .disks
         .iter()
         .filter(|d| start.rootdisk.as_ref().is_none_or(|rd| rd.id != d.id))
-        .filter_map(|d| d.mountpoint.as_ref().map(|m| format!("{ROOT}{m}")))
+        .filter_map(|d| {
+            d.mountpoint
+                .as_ref()
+                .map(|m| in_root(m).unwrap_or_else(|_| format!("{ROOT}{m}")))
+        })
         .collect();
     if start.rootdisk.is_some() {
         v.push(ROOT.to_string());

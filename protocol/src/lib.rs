@@ -7,6 +7,7 @@
 //!   vsock control connection between proxy and guest.
 
 pub mod exec_args;
+pub mod resolve;
 pub mod spec;
 pub mod wire;
 

@@ -13,6 +13,7 @@ use oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, ProcessBuilder, Root,
     RootBuilder, Spec, UserBuilder,
 };
+use runq_protocol::resolve::{Fs, MountView};
 use runq_protocol::{
     Disk, DiskFormat, GuestDisk, ProcessSpec, TmpfsMount, VmSpec, CONTAINER_ROOTFS,
     CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR,
@@ -36,6 +37,9 @@ const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
     "/sys",
     "/sys/fs/cgroup",
 ];
+
+/// The tree's empty directories that the container's mounts fill.
+pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
 
 /// What the proxy needs, and why:
 /// - CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, MKNOD, SETFCAP,
@@ -84,6 +88,11 @@ pub struct HostFacts {
     /// The format of a disk image or device, `None` when the path is
     /// neither a regular file nor a block device.
     pub disk_format: fn(&Path) -> Option<DiskFormat>,
+    /// The filesystem mount destinations are resolved in (the image's
+    /// rootfs, volumes' sources).
+    pub fs: &'static (dyn Fs + Sync),
+    /// The QEMU tree's own top-level directories (`usr`, `lib`, ...).
+    pub tree_dirs: Vec<String>,
 }
 
 #[derive(Debug, Error)]
@@ -96,6 +105,8 @@ pub enum BundleError {
     NoArgs,
     #[error("mount destination {0:?} must be an absolute path without '..'")]
     BadDestination(PathBuf),
+    #[error(transparent)]
+    Resolve(#[from] runq_protocol::resolve::ResolveError),
     #[error("process.cwd {0:?} must be an absolute path")]
     BadCwd(PathBuf),
     #[error("unknown rlimit {0:?}")]
@@ -175,7 +186,7 @@ fn is_clean_absolute(p: &Path) -> bool {
     p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir))
 }
 
-/// `/etc/hosts` -> `/rootfs/etc/hosts`.
+/// `/etc/hosts` -> `/rootfs/etc/hosts` (`dest` resolved in the image).
 fn under_rootfs(dest: &Path) -> PathBuf {
     Path::new(CONTAINER_ROOTFS).join(dest.strip_prefix("/").unwrap_or(dest))
 }
@@ -264,7 +275,8 @@ pub fn rewrite(
         spec.mounts().clone().unwrap_or_default(),
         &rootfs,
         bundle,
-        host.disk_format,
+        tree,
+        host,
     )?;
     spec.set_mounts(Some(mounts));
     let mut vm = vm;
@@ -574,38 +586,35 @@ fn device_disks(spec: &Spec) -> Result<Vec<Disk>, BundleError> {
 
 type RewrittenMounts = (Vec<Mount>, Vec<TmpfsMount>, Vec<Disk>, Vec<String>);
 
+/// Is `m` a bind mount (Docker writes both spellings)?
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+/// Docker's mounts go under /rootfs at the place each one takes in a runc
+/// container: resolved in the image (and in the mounts before it), so no
+/// symlink of the image or of a volume can send one onto the QEMU tree.
 fn rewrite_mounts(
     mounts: Vec<Mount>,
     rootfs: &Path,
     bundle: &Path,
-    disk_format: fn(&Path) -> Option<DiskFormat>,
+    tree: &Path,
+    host: &HostFacts,
 ) -> Result<RewrittenMounts, BundleError> {
-    let mut out = vec![
-        // First, so that Docker's mounts below land inside it.
-        MountBuilder::default()
-            .destination(CONTAINER_ROOTFS)
-            .typ("bind")
-            .source(rootfs.to_path_buf())
-            .options(vec!["rbind".into(), "rw".into()])
-            .build()?,
-        MountBuilder::default()
-            .destination(CONTAINER_RUN_DIR)
-            .typ("tmpfs")
-            .source("tmpfs")
-            .options(vec![
-                "nosuid".into(),
-                "nodev".into(),
-                "mode=700".into(),
-                "size=16m".into(),
-            ])
-            .build()?,
-        MountBuilder::default()
-            .destination(CONTAINER_RUNQ_DIR)
-            .typ("bind")
-            .source(bundle.join("runq"))
-            .options(vec!["bind".into(), "ro".into()])
-            .build()?,
-    ];
+    let mut view = MountView::new(rootfs, host.fs);
+    // First, so that Docker's mounts below land inside it.
+    let mut out = vec![MountBuilder::default()
+        .destination(CONTAINER_ROOTFS)
+        .typ("bind")
+        .source(rootfs.to_path_buf())
+        .options(vec!["rbind".into(), "rw".into()])
+        .build()?];
+    let mut system = Vec::new();
+    let mut disk_mounts = Vec::new();
     let mut guest_tmpfs = Vec::new();
     let mut disks = Vec::new();
     let mut binds = Vec::new();
@@ -619,7 +628,7 @@ fn rewrite_mounts(
         if let Some(parsed) = disks::parse_dest(&dest.to_string_lossy()) {
             let parsed = parsed?;
             let source = m.source().clone().unwrap_or_default();
-            let format = disk_format(&source).ok_or_else(|| DiskError::NotAnImage {
+            let format = (host.disk_format)(&source).ok_or_else(|| DiskError::NotAnImage {
                 dest: dest.to_string_lossy().into_owned(),
                 path: source.to_string_lossy().into_owned(),
             })?;
@@ -628,25 +637,68 @@ fn rewrite_mounts(
                 .as_ref()
                 .is_some_and(|o| o.iter().any(|x| x == "ro"));
             disks.push(disk(parsed, &dest, format, ro));
-            out.push(m);
+            disk_mounts.push(m);
             continue;
         }
-        let system = CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest);
-        if !system && m.typ().as_deref() == Some("tmpfs") {
+        if CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
+            system.push(m);
+            continue;
+        }
+        if m.typ().as_deref() == Some("tmpfs") {
             guest_tmpfs.push(TmpfsMount {
                 dest: dest.to_string_lossy().into_owned(),
                 options: m.options().clone().unwrap_or_default(),
             });
             continue;
         }
-        if !system {
-            if m.typ().as_deref() == Some("bind") {
-                binds.push(dest.to_string_lossy().into_owned());
-            }
-            m.set_destination(under_rootfs(&dest));
+        let resolved = view.resolve(&dest)?;
+        if is_bind(&m) {
+            binds.push(resolved.to_string_lossy().into_owned());
+            view.add_bind(resolved.clone(), m.source().clone().unwrap_or_default());
+        } else {
+            view.add_opaque(resolved.clone());
         }
+        m.set_destination(under_rootfs(&resolved));
         out.push(m);
     }
+    // Everything of the proxy's own comes after the image's mounts, so it
+    // covers whatever one of them might have put there (a volume whose
+    // link another container swapped between this resolution and runc's
+    // mount): the system mounts, /run, /runq, the tree's directories
+    // again, read-only, from the host, and the disks in the new /dev.
+    out.extend(system);
+    out.push(
+        MountBuilder::default()
+            .destination(CONTAINER_RUN_DIR)
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(vec![
+                "nosuid".into(),
+                "nodev".into(),
+                "mode=700".into(),
+                "size=16m".into(),
+            ])
+            .build()?,
+    );
+    out.push(
+        MountBuilder::default()
+            .destination(CONTAINER_RUNQ_DIR)
+            .typ("bind")
+            .source(bundle.join("runq"))
+            .options(vec!["bind".into(), "ro".into()])
+            .build()?,
+    );
+    for d in &host.tree_dirs {
+        out.push(
+            MountBuilder::default()
+                .destination(Path::new("/").join(d))
+                .typ("bind")
+                .source(tree.join(d))
+                .options(vec!["bind".into(), "ro".into(), "nodev".into()])
+                .build()?,
+        );
+    }
+    out.extend(disk_mounts);
     Ok((out, guest_tmpfs, disks, binds))
 }
 
@@ -784,6 +836,26 @@ mod tests {
                 Some("/img/dir") => None,
                 _ => Some(runq_protocol::DiskFormat::Raw),
             },
+            fs: &ImageFs,
+            tree_dirs: vec!["kernels".into(), "usr".into()],
+        }
+    }
+
+    /// An image (at /b/rootfs) whose symlinks point at the tree's
+    /// programs, and a volume (/srv/data) holding a link that climbs out.
+    #[derive(Debug)]
+    struct ImageFs;
+
+    impl Fs for ImageFs {
+        fn node(&self, base: &Path, rel: &Path) -> runq_protocol::resolve::Node {
+            use runq_protocol::resolve::Node;
+            match base.join(rel).to_str() {
+                Some("/b/rootfs/abs") => Node::Symlink("/usr/bin".into()),
+                Some("/b/rootfs/rel") => Node::Symlink("../../usr/bin".into()),
+                Some("/b/rootfs/usr" | "/b/rootfs/usr/bin" | "/b/rootfs/etc") => Node::Other,
+                Some("/srv/data/up") => Node::Symlink("../../../../".into()),
+                _ => Node::Missing,
+            }
         }
     }
 
@@ -1106,18 +1178,33 @@ mod tests {
             dests,
             [
                 "/rootfs",
-                "/run",
-                "/runq",
+                "/rootfs/etc/hosts",
+                "/rootfs/data",
+                // The proxy's own after the image's, covering them.
                 "/proc",
                 "/dev",
-                "/rootfs/etc/hosts",
-                "/rootfs/data"
+                "/run",
+                "/runq",
+                "/kernels",
+                "/usr"
             ]
         );
-        let m = &r.spec.mounts().as_ref().unwrap()[0];
-        assert_eq!(m.source().as_deref(), Some(Path::new("/b/rootfs")));
-        let data = &r.spec.mounts().as_ref().unwrap()[6];
-        assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+        let mounts = r.spec.mounts().as_ref().unwrap();
+        assert_eq!(mounts[0].source().as_deref(), Some(Path::new("/b/rootfs")));
+        assert!(mounts[2]
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"ro".to_string()));
+        let usr = &mounts[8];
+        assert_eq!(
+            usr.source().as_deref(),
+            Some(Path::new("/var/lib/runq/qemu/usr"))
+        );
+        assert_eq!(
+            usr.options().as_deref(),
+            Some(&["bind".to_string(), "ro".into(), "nodev".into()][..])
+        );
     }
 
     #[test]
@@ -1225,6 +1312,39 @@ mod tests {
             serde_json::from_str(&pod.replace(r#""container"}"#, r#""sandbox"}"#)).unwrap();
         assert!(is_cri_sandbox(&sandbox));
         assert!(!is_cri_sandbox(&serde_json::from_str(&pod).unwrap()));
+    }
+
+    #[test]
+    fn image_symlinks_cannot_send_a_mount_onto_the_tree() {
+        // /abs -> /usr/bin and /rel -> ../../usr/bin in the image, a
+        // volume at /abs holding up -> ../../../../, and a mount below it.
+        let cfg = DOCKER_CONFIG
+            .replace(r#""destination": "/data", "type": "bind", "source": "/srv/data""#,
+                r#""destination": "/abs", "type": "bind", "source": "/srv/data""#)
+            .replace(
+                r#"{"destination": "/scratch""#,
+                r#"{"destination": "/rel/x", "type": "bind", "source": "/srv/x", "options": ["rbind"]},
+        {"destination": "/abs/up/etc", "type": "bind", "source": "/srv/y", "options": ["rbind"]},
+        {"destination": "/scratch""#,
+            );
+        let r = run_rewrite(&cfg).unwrap();
+        let dests = mount_destinations(&r);
+        for want in ["/rootfs/usr/bin", "/rootfs/usr/bin/x", "/rootfs/etc"] {
+            assert!(dests.iter().any(|d| d == want), "{want} in {dests:?}");
+        }
+        for m in r.spec.mounts().iter().flatten() {
+            let d = m.destination().to_string_lossy();
+            let src = m.source().clone().unwrap_or_default();
+            let ours = CONTAINER_SYSTEM_MOUNTS.iter().any(|s| *s == d)
+                || [CONTAINER_RUN_DIR, CONTAINER_RUNQ_DIR].contains(&d.as_ref())
+                || src.starts_with("/var/lib/runq/qemu");
+            assert!(ours || d.starts_with("/rootfs"), "{d} escapes the image");
+        }
+        assert!(
+            r.vm.binds.contains(&"/usr/bin".to_string()),
+            "{:?}",
+            r.vm.binds
+        );
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         &bundle,
         &cli.opts.qemu_tree,
         &settings,
-        &host_facts(settings.apuuid.as_deref())?,
+        &host_facts(&cli.opts.qemu_tree, settings.apuuid.as_deref())?,
         // runc's --debug, or RUNQ_DEBUG=1 for one container: guest kernel
         // messages and runq-init's progress on the console.
         cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
@@ -181,7 +181,22 @@ fn vfio_ap_devices(uuid: &str) -> Result<Vec<HostDevice>> {
         .collect()
 }
 
-fn host_facts(apuuid: Option<&str>) -> Result<HostFacts> {
+/// The tree's own top-level directories (`usr`, `lib`, `kernels`...), not
+/// the mount points the container fills.
+fn tree_dirs(tree: &Path) -> Result<Vec<String>> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(tree).with_context(|| format!("reading {}", tree.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && !bundle::TREE_MOUNT_POINTS.contains(&name.as_str()) {
+            dirs.push(name);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn host_facts(tree: &Path, apuuid: Option<&str>) -> Result<HostFacts> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let bounding_caps = status
         .lines()
@@ -205,6 +220,8 @@ fn host_facts(apuuid: Option<&str>) -> Result<HostFacts> {
         macvtap_major,
         is_host_netns,
         disk_format,
+        fs: &crate::host_fs::HostFs,
+        tree_dirs: tree_dirs(tree)?,
     })
 }
 

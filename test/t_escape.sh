@@ -1,0 +1,171 @@
+# Security I: a hostile image (symlinks at its mount destinations), its
+# volumes and its guest cannot get anything run, mounted or written outside
+# the VM. Each case runs the same image under runc as the reference: the
+# mount lands where runc puts it, inside the image; under runq the workload
+# still runs in the VM and the QEMU tree is unchanged.
+
+ESC_IMAGE=runq-test/hostile:latest
+TREE=/var/lib/runq/qemu
+
+# The hostile image: busybox plus links that point at the tree's programs
+# (/usr/bin/runq-proxy is the container's PID 1 under runq).
+escape_image() {
+  docker image inspect "$ESC_IMAGE" >/dev/null 2>&1 && return 0
+  local root
+  root=$(mktemp -d)
+  mkdir -p "$root"/{bin,usr/bin,etc,tmp,proc,sys,dev,deep/a,data}
+  cp /bin/busybox "$root/bin/busybox"
+  for a in sh cat ls uname echo mount cp ln mkdir id test grep stat sha256sum; do
+    ln -s busybox "$root/bin/$a"
+  done
+  ln -s /usr/bin "$root/abs"
+  ln -s ../../usr/bin "$root/rel"
+  ln -s /c2 "$root/c1"
+  ln -s usr/./bin/../bin "$root/c2"
+  ln -s ../../../../../../usr/bin "$root/deep/a/b"
+  ln -s /usr/bin/runq-proxy "$root/etc/hosts"
+  echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin:/usr/bin' - "$ESC_IMAGE" >/dev/null
+  local rc=$?
+  rm -rf "$root"
+  return $rc
+}
+
+# A fingerprint of every file of the tree: names, sizes, modes, times.
+tree_print() {
+  find "$TREE" -xdev -printf '%p %s %m %T@\n' | sort | sha256sum | cut -c1-16
+}
+
+# The content a hostile volume brings: a program named like the proxy
+# (busybox, which would print "applet not found" and fail the container)
+# and a marker.
+hostile_dir() {
+  local d
+  d=$(mktemp -d)
+  cp /bin/busybox "$d/runq-proxy"
+  echo "marker-$RANDOM" >"$d/MARK"
+  echo "$d"
+}
+
+# escape_case NAME PROBE DOCKER-ARGS...: the probe's output under runc and
+# runq must match, runq's workload must run in the VM, the tree unchanged.
+escape_case() {
+  local name=$1 probe=$2
+  shift 2
+  escape_image || why "building $ESC_IMAGE failed" || return
+  local before ref out
+  before=$(tree_print)
+  ref=$("${RUNC[@]}" --rm "$@" "$ESC_IMAGE" sh -c "$probe" 2>&1) || why "$name: runc reference failed: $ref" || return
+  out=$("${RUNQ[@]}" --rm "$@" "$ESC_IMAGE" sh -c "uname -r; $probe" 2>&1) || why "$name: runq run failed: $out" || return
+  local kernel=${out%%$'\n'*} rest
+  rest=${out#*$'\n'}
+  [ "$kernel" != "$(uname -r)" ] || why "$name: the workload ran on the host kernel" || return
+  expect_eq "$name: probe output (runc vs runq)" "$ref" "$rest" || return
+  expect_eq "$name: QEMU tree fingerprint" "$before" "$(tree_print)"
+}
+
+test_escape_absolute_symlink_volume_stays_in_the_image() {
+  local d
+  d=$(hostile_dir)
+  escape_case "-v DIR:/abs (/abs -> /usr/bin)" 'cat /usr/bin/MARK' -v "$d:/abs"
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_relative_symlink_volume_stays_in_the_image() {
+  local d
+  d=$(hostile_dir)
+  escape_case "-v DIR:/rel (/rel -> ../../usr/bin)" 'cat /usr/bin/MARK' -v "$d:/rel"
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_named_volume_filled_in_a_vm_stays_in_the_image() {
+  local v="rqt-esc-$$-$RANDOM" out rc
+  docker volume create "$v" >/dev/null || why "docker volume create failed" || return
+  # The first container's guest fills the volume with a would-be proxy.
+  out=$("${RUNQ[@]}" --rm -v "$v:/vol" "$ESC_IMAGE" sh -c 'cp /bin/busybox /vol/runq-proxy && echo filled-in-vm >/vol/MARK' 2>&1) ||
+    { docker volume rm "$v" >/dev/null; why "filling the volume from a VM failed: $out"; return; }
+  escape_case "named volume at /abs" 'cat /usr/bin/MARK; ls /usr/bin' -v "$v:/abs"
+  rc=$?
+  docker volume rm "$v" >/dev/null 2>&1
+  return $rc
+}
+
+test_escape_symlink_chain_stays_in_the_image() {
+  local d
+  d=$(hostile_dir)
+  escape_case "-v DIR:/c1/x (/c1 -> /c2 -> usr/./bin/../bin)" 'cat /usr/bin/x/MARK' -v "$d:/c1/x"
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_dotdot_at_depth_stays_in_the_image() {
+  local d
+  d=$(hostile_dir)
+  escape_case "-v DIR:/deep/a/b (b -> ../../../../../../usr/bin)" 'cat /usr/bin/MARK' -v "$d:/deep/a/b"
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_mount_flag_bind_stays_in_the_image() {
+  local d
+  d=$(hostile_dir)
+  escape_case "--mount type=bind,dst=/rel" 'cat /usr/bin/MARK' --mount "type=bind,src=$d,dst=/rel"
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_link_inside_a_volume_stays_in_the_image() {
+  # The volume itself holds a link that climbs out of it; a second mount
+  # goes through that link.
+  local v w
+  v=$(hostile_dir)
+  w=$(hostile_dir)
+  ln -s ../../../../../usr "$v/up"
+  escape_case "-v VOL:/data -v DIR:/data/up/bin" 'cat /usr/bin/MARK' -v "$v:/data" -v "$w:/data/up/bin"
+  local rc=$?
+  rm -rf "$v" "$w"
+  return $rc
+}
+
+test_escape_volumes_from_stays_in_the_image() {
+  local d src rc
+  d=$(hostile_dir)
+  src=$(cname escsrc)
+  docker create --name "$src" -v "$d:/abs" "$ESC_IMAGE" true >/dev/null ||
+    { rm -rf "$d"; why "creating the --volumes-from source failed"; return; }
+  escape_case "--volumes-from (/abs)" 'cat /usr/bin/MARK' --volumes-from "$src"
+  rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+test_escape_docker_hosts_file_through_a_symlink_stays_in_the_image() {
+  # /etc/hosts -> /usr/bin/runq-proxy: Docker's hosts file is bind-mounted
+  # at /etc/hosts.
+  escape_case "/etc/hosts -> /usr/bin/runq-proxy" 'grep -c localhost /usr/bin/runq-proxy'
+}
+
+test_escape_tmpfs_through_a_symlink_lands_in_the_image() {
+  escape_case "--tmpfs /abs" 'grep " /usr/bin " /proc/mounts | cut -d" " -f3' --tmpfs /abs
+}
+
+test_escape_runq_disk_mountpoint_through_a_symlink_lands_in_the_image() {
+  escape_image || why "building $ESC_IMAGE failed" || return
+  local img before out
+  img=$(mktemp)
+  truncate -s 64M "$img" && mkfs.ext4 -q -F "$img" || { rm -f "$img"; why "mkfs.ext4 failed"; return; }
+  before=$(tree_print)
+  out=$("${RUNQ[@]}" --rm -v "$img:/dev/runq/d1/none/ext4/abs" "$ESC_IMAGE" sh -c 'uname -r; grep " /usr/bin " /proc/mounts | cut -d" " -f3' 2>&1)
+  local rc=$?
+  rm -f "$img"
+  [ $rc -eq 0 ] || why "docker run failed: $out" || return
+  expect_eq "disk at /abs lands on the image's /usr/bin" "ext4" "${out#*$'\n'}" || return
+  expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
+}
