@@ -169,3 +169,23 @@ test_escape_runq_disk_mountpoint_through_a_symlink_lands_in_the_image() {
   expect_eq "disk at /abs lands on the image's /usr/bin" "ext4" "${out#*$'\n'}" || return
   expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
 }
+
+test_escape_guest_written_qcow2_backing_file_is_never_followed() {
+  # The guest turns its raw disk into a qcow2 image whose backing file is a
+  # host path; the next start must not open that path.
+  local img hdr out rc
+  img=$(mktemp) hdr=$(mktemp)
+  truncate -s 64M "$img"
+  qemu-img create -q -f qcow2 -b /etc/shadow -F raw "$hdr.q" 64M && head -c 65536 "$hdr.q" >"$hdr" ||
+    { rm -f "$img" "$hdr" "$hdr.q"; why "qemu-img create failed"; return; }
+  out=$("${RUNQ[@]}" --rm -v "$img:/dev/runq/q1/none" -v "$hdr:/hdr:ro" "$IMAGE" \
+    sh -c 'dd if=/hdr of=/dev/disk/by-runq-id/q1 conv=notrunc,fsync 2>/dev/null && echo written' 2>&1)
+  expect_eq "guest writes the header" "written" "$out" || { rm -f "$img" "$hdr" "$hdr.q"; return 1; }
+  qemu-img info "$img" | grep -q 'backing file: /etc/shadow' ||
+    { rm -f "$img" "$hdr" "$hdr.q"; why "the disk does not carry the hostile header"; return; }
+  out=$("${RUNQ[@]}" --rm -v "$img:/dev/runq/q1/none" "$IMAGE" true 2>&1)
+  rc=$?
+  rm -f "$img" "$hdr" "$hdr.q"
+  [ $rc -ne 0 ] || why "a disk naming a backing file was attached" || return
+  [[ "$out" == *'runq disk "/dev/runq/q1/none"'*'backing file'* ]] || why "not refused by name: $out"
+}

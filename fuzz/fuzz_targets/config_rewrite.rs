@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         }],
         macvtap_major: Some(246),
         is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
-        disk_format: |_| Some(runq_protocol::DiskFormat::Raw),
+        disk_format: |_| Ok(runq_protocol::DiskFormat::Raw),
         fs: &HostileImage,
         tree_dirs: vec!["usr".into()],
     };

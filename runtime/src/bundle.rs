@@ -87,7 +87,7 @@ pub struct HostFacts {
     pub is_host_netns: fn(&Path) -> bool,
     /// The format of a disk image or device, `None` when the path is
     /// neither a regular file nor a block device.
-    pub disk_format: fn(&Path) -> Option<DiskFormat>,
+    pub disk_format: fn(&Path) -> Result<DiskFormat, disks::ImageRefusal>,
     /// The filesystem mount destinations are resolved in (the image's
     /// rootfs, volumes' sources).
     pub fs: &'static (dyn Fs + Sync),
@@ -628,9 +628,15 @@ fn rewrite_mounts(
         if let Some(parsed) = disks::parse_dest(&dest.to_string_lossy()) {
             let parsed = parsed?;
             let source = m.source().clone().unwrap_or_default();
-            let format = (host.disk_format)(&source).ok_or_else(|| DiskError::NotAnImage {
-                dest: dest.to_string_lossy().into_owned(),
-                path: source.to_string_lossy().into_owned(),
+            let format = (host.disk_format)(&source).map_err(|why| {
+                let (dest, path) = (
+                    dest.to_string_lossy().into_owned(),
+                    source.to_string_lossy().into_owned(),
+                );
+                match why {
+                    disks::ImageRefusal::NotAnImage => DiskError::NotAnImage { dest, path },
+                    why => DiskError::Refused { dest, path, why },
+                }
             })?;
             let ro = m
                 .options()
@@ -832,9 +838,9 @@ mod tests {
             macvtap_major: Some(246),
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
             disk_format: |p| match p.to_str() {
-                Some("/img/q.qcow2") => Some(runq_protocol::DiskFormat::Qcow2),
-                Some("/img/dir") => None,
-                _ => Some(runq_protocol::DiskFormat::Raw),
+                Some("/img/q.qcow2") => Ok(runq_protocol::DiskFormat::Qcow2),
+                Some("/img/dir") => Err(disks::ImageRefusal::NotAnImage),
+                _ => Ok(runq_protocol::DiskFormat::Raw),
             },
             fs: &ImageFs,
             tree_dirs: vec!["kernels".into(), "usr".into()],

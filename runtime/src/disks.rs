@@ -26,6 +26,27 @@ pub enum DiskError {
     Duplicate(String),
     #[error("runq disk {dest:?}: {path} is neither a regular file nor a block device")]
     NotAnImage { dest: String, path: String },
+    #[error("runq disk {dest:?}: {path} is refused: {why}")]
+    Refused {
+        dest: String,
+        path: String,
+        why: ImageRefusal,
+    },
+}
+
+/// Why a disk image is not attached.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum ImageRefusal {
+    #[error("neither a regular file nor a block device")]
+    NotAnImage,
+    /// QEMU would open another file named by the image (its content is
+    /// the guest's to write: a raw disk becomes such a qcow2 by one write).
+    #[error("its qcow2 header names a backing file (runq attaches self-contained images only)")]
+    BackingFile,
+    #[error(
+        "its qcow2 header names an external data file (runq attaches self-contained images only)"
+    )]
+    DataFile,
 }
 
 /// A parsed destination.
@@ -116,12 +137,35 @@ pub fn check_unique<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), Di
 }
 
 /// qcow2 images start with "QFI\xfb"; anything else is taken as raw.
-pub fn format_from_header(header: &[u8]) -> DiskFormat {
-    if header.starts_with(b"QFI\xfb") {
-        DiskFormat::Qcow2
-    } else {
-        DiskFormat::Raw
+/// Bytes of a qcow2 header [`format_from_header`] reads.
+pub const HEADER_LEN: usize = 80;
+
+/// raw or qcow2 by the first bytes; a qcow2 image that names another file
+/// (backing file, external data file) is refused: QEMU would open it.
+pub fn format_from_header(header: &[u8]) -> Result<DiskFormat, ImageRefusal> {
+    if !header.starts_with(b"QFI\xfb") {
+        return Ok(DiskFormat::Raw);
     }
+    let be64 = |at: usize| {
+        header
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let version = header
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    // backing_file_offset at 8 (every version); incompatible_features at
+    // 72 (version 3), bit 2 = external data file.
+    if be64(8).unwrap_or(0) != 0 {
+        return Err(ImageRefusal::BackingFile);
+    }
+    if version >= 3 && be64(72).unwrap_or(0) & (1 << 2) != 0 {
+        return Err(ImageRefusal::DataFile);
+    }
+    Ok(DiskFormat::Qcow2)
 }
 
 #[cfg(test)]
@@ -200,8 +244,30 @@ mod tests {
 
     #[test]
     fn qcow2_is_detected_by_magic() {
-        assert_eq!(format_from_header(b"QFI\xfb\0\0\0\x03"), DiskFormat::Qcow2);
-        assert_eq!(format_from_header(&[0u8; 512]), DiskFormat::Raw);
-        assert_eq!(format_from_header(b""), DiskFormat::Raw);
+        assert_eq!(
+            format_from_header(b"QFI\xfb\0\0\0\x03"),
+            Ok(DiskFormat::Qcow2)
+        );
+        assert_eq!(format_from_header(&[0u8; 512]), Ok(DiskFormat::Raw));
+        assert_eq!(format_from_header(b""), Ok(DiskFormat::Raw));
+    }
+
+    #[test]
+    fn qcow2_naming_another_file_is_refused() {
+        let mut h = vec![0u8; HEADER_LEN];
+        h[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+        assert_eq!(format_from_header(&h), Ok(DiskFormat::Qcow2));
+        let mut backing = h.clone();
+        backing[15] = 0x68; // backing_file_offset = 0x68
+        assert_eq!(format_from_header(&backing), Err(ImageRefusal::BackingFile));
+        let mut v2 = backing.clone();
+        v2[7] = 2;
+        assert_eq!(format_from_header(&v2), Err(ImageRefusal::BackingFile));
+        let mut data = h.clone();
+        data[79] = 1 << 2;
+        assert_eq!(format_from_header(&data), Err(ImageRefusal::DataFile));
+        // The data-file bit means nothing to a version 2 header.
+        data[7] = 2;
+        assert_eq!(format_from_header(&data), Ok(DiskFormat::Qcow2));
     }
 }

@@ -257,6 +257,11 @@ fn drive_arg(i: usize, d: &Disk) -> String {
     if d.cache == DiskCache::None {
         a += ",aio=native";
     }
+    if d.format == DiskFormat::Qcow2 {
+        // No backing file, whatever the header says (runq create refused
+        // one it saw; the guest may have written one since).
+        a += ",backing=";
+    }
     if d.guest.readonly {
         a += ",readonly=on";
     }
@@ -540,7 +545,7 @@ mod tests {
             values(&args, "-drive"),
             [
                 "file=/dev/runq/a/none,if=none,id=disk0,format=raw,cache=none,aio=native",
-                "file=/dev/runq/b,,x,if=none,id=disk1,format=qcow2,cache=writeback,readonly=on",
+                "file=/dev/runq/b,,x,if=none,id=disk1,format=qcow2,cache=writeback,backing=,readonly=on",
             ]
         );
         let devices = values(&args, "-device");

@@ -14,6 +14,7 @@ use super::{lower::exec_lower, verb_args};
 use crate::accel;
 use crate::bundle::{self, HostDevice, HostFacts, PROXY_PATH};
 use crate::cli::{Cli, CreateArgs, RunArgs};
+use crate::disks::ImageRefusal;
 use crate::log::Logger;
 use crate::options;
 
@@ -225,23 +226,25 @@ fn host_facts(tree: &Path, apuuid: Option<&str>) -> Result<HostFacts> {
     })
 }
 
-/// qcow2 or raw by the image's first bytes; block devices are raw.
-fn disk_format(path: &Path) -> Option<runq_protocol::DiskFormat> {
+/// qcow2 or raw by the image's first bytes (a qcow2 naming another file
+/// refused); block devices are raw.
+fn disk_format(path: &Path) -> Result<runq_protocol::DiskFormat, ImageRefusal> {
     use std::io::Read;
-    let meta = fs::metadata(path).ok()?;
+    let meta = fs::metadata(path).map_err(|_| ImageRefusal::NotAnImage)?;
     if meta.file_type().is_block_device() {
-        return Some(runq_protocol::DiskFormat::Raw);
+        return Ok(runq_protocol::DiskFormat::Raw);
     }
     if !meta.is_file() {
-        return None;
+        return Err(ImageRefusal::NotAnImage);
     }
-    let mut header = Vec::with_capacity(4);
+    let mut header = Vec::with_capacity(crate::disks::HEADER_LEN);
     fs::File::open(path)
-        .ok()?
-        .take(4)
-        .read_to_end(&mut header)
-        .ok()?;
-    Some(crate::disks::format_from_header(&header))
+        .and_then(|f| {
+            f.take(crate::disks::HEADER_LEN as u64)
+                .read_to_end(&mut header)
+        })
+        .map_err(|_| ImageRefusal::NotAnImage)?;
+    crate::disks::format_from_header(&header)
 }
 
 /// Same namespace inode as the runtime's own (which is the host's).
