@@ -52,11 +52,11 @@ CROSS_ENV   := LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu PKG_CONFIG_ALLOW_C
 	PKG_CONFIG_LIBDIR=/usr/lib/$(ARCH)-linux-gnu/pkgconfig:/usr/share/pkgconfig \
 	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc
 
-## deps: Debian packages and the vhost-user helpers from crates.io
+## deps: Debian packages and the vhost-user helpers from crates.io (each
+## helper validated, rebuilt when bad: qemu/helpers.sh)
 deps:
 	@$(call apt_ensure,$(APT_PACKAGES))
-	@[ -x $(HELPERS)/bin/vhost-device-vsock ] || cargo install -q --locked --root $(HELPERS) vhost-device-vsock@0.3.0
-	@[ -x $(HELPERS)/bin/virtiofsd ] || cargo install -q --locked --root $(HELPERS) virtiofsd@1.14.0
+	@qemu/helpers.sh $(HELPERS)
 
 ## build: the host runtime, and static proxy/init binaries
 build:
@@ -81,10 +81,7 @@ endif
 
 ## helpers-cross: virtiofsd and vhost-device-vsock for ARCH (cached)
 helpers-cross: cross
-	@[ -x $(HELPER_BIN)/vhost-device-vsock ] || $(CROSS_ENV) cargo install -q --locked \
-	  --root $(HELPERS)-$(ARCH) --target $(ARCH_TARGET) vhost-device-vsock@0.3.0
-	@[ -x $(HELPER_BIN)/virtiofsd ] || $(CROSS_ENV) cargo install -q --locked \
-	  --root $(HELPERS)-$(ARCH) --target $(ARCH_TARGET) virtiofsd@1.14.0
+	@$(CROSS_ENV) qemu/helpers.sh $(HELPERS)-$(ARCH) $(ARCH_TARGET)
 
 ## install: everything, then register runtime "runq" with dockerd
 install: deps tree
