@@ -11,6 +11,7 @@ set -euo pipefail
 
 out=$1 bins=$2
 die() { echo "add-s390x-guest: $*" >&2; exit 1; }
+# shellcheck source=qemu/tree-lib.sh
 . "$(dirname "$0")/tree-lib.sh"
 # virtio_pci: QEMU 7.2 has no vhost-user-vsock-ccw, the PCI model (zPCI) is used.
 # 9p: the root of a big-endian guest on a little-endian host must be 9p
@@ -25,24 +26,26 @@ command -v qemu-system-s390x >/dev/null || die "qemu-system-s390x missing (apt-g
 # assembled from (make ARCH=s390x), made here if that has not run.
 # (not "sysroot": copy_with_libs below copies the host's QEMU)
 root=/var/cache/runq/sysroot-s390x
-if ! ls "$root"/boot/vmlinuz-* >/dev/null 2>&1 || [ ! -x "$root/bin/busybox" ]; then
+# Reused only when complete (sysroot.sh's mark, written last) and holding
+# a kernel and busybox; the kernel is checked below.
+if [ ! -f "$root/.runq-sysroot" ] || ! ls "$root"/boot/vmlinuz-* >/dev/null 2>&1 || [ ! -x "$root/bin/busybox" ]; then
   "$(dirname "$0")/sysroot.sh" s390x "$root" qemu-system-misc iproute2 busybox-static linux-image-s390x
 fi
-kver=$(ls "$root/lib/modules" | grep -- '-s390x$' | sort -V | tail -n 1)
+kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -name '*-s390x' -printf '%f\n' | sort -V | tail -n 1)
 [ -n "$kver" ] || die "no s390x kernel in $root"
 
+check_kernel s390x "$kver" "$root/lib/modules/$kver" "$root/boot/vmlinuz-$kver"
 kdir=$out/kernels/s390x
 mkdir -p "$kdir"
 cp "$root/boot/vmlinuz-$kver" "$kdir/kernel"
 BUSYBOX=$root/bin/busybox make_initrd "$kdir/initrd" "$kver" "$root/lib/modules/$kver" load "${modules[@]}"
-echo "$kver" >"$kdir/version"
+write_version "$kdir" "$kver"
 features=virtiofs
 grep -qE '/9p\.ko' "$root/lib/modules/$kver/modules.dep" && features="$features 9p"
 echo "$features" >"$kdir/features"
 
 copy_with_libs "$(command -v qemu-system-s390x)" /usr/bin/qemu-system-s390x
-for m in /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-s390x.so; do
-  [ -e "$m" ] && copy_with_libs "$m" "$m"
-done
+m=/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-s390x.so
+if [ -e "$m" ]; then copy_with_libs "$m" "$m"; fi
 cp /usr/share/qemu/s390-ccw.img "$out/usr/share/qemu/" 2>/dev/null || true
 echo "add-s390x-guest: $out/kernels/s390x ($kver)"

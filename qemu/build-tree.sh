@@ -58,8 +58,24 @@ find_bin() {
 }
 
 die() { echo "build-tree: $*" >&2; exit 1; }
+# shellcheck source=qemu/tree-lib.sh
 . "$(dirname "$0")/tree-lib.sh"
 
+# The inputs are checked before anything is assembled: each kernel's
+# release (one line), its modules and its image.
+# Debian's kernel: the newest of our flavour on this machine.
+kver=$(find "$sysroot/lib/modules" -mindepth 1 -maxdepth 1 -name "*-$kflavour" -printf '%f\n' | sort -V | tail -n 1)
+[ -n "$kver" ] || die "no $kpkg installed"
+check_kernel debian "$kver" "$sysroot/lib/modules/$kver" "$sysroot/boot/vmlinuz-$kver"
+if [ -n "$runq_kernel" ]; then
+  [ -f "$runq_kernel/version" ] || die "kernel runq: $runq_kernel/version missing (make kernel)"
+  [ "$(wc -l <"$runq_kernel/version")" -eq 1 ] ||
+    die "kernel runq: $runq_kernel/version has $(wc -l <"$runq_kernel/version") lines, not one release: $(head -c 200 "$runq_kernel/version" | tr '\n' '|')"
+  rver=$(cat "$runq_kernel/version")
+  check_kernel runq "$rver" "$runq_kernel/mods/lib/modules/$rver" "$runq_kernel/vmlinux"
+fi
+
+echo "==> tree: assembling the QEMU tree in $out (QEMU, helpers, kernels, initrds; seconds)"
 rm -rf "$out"
 mkdir -p "$out"/{usr/bin,usr/share/qemu,proc,sys,dev,rootfs,run,runq,tmp}
 
@@ -75,24 +91,21 @@ copy_with_libs "$(find_bin tc)" /usr/bin/tc
 # (dlopen'ed by path): x86_64's on x86_64; s390x's TCG is built in.
 qemu_mods=/usr/lib/$triplet/qemu
 mkdir -p "$out$qemu_mods"
-for m in "$sysroot$qemu_mods"/accel-tcg-"$arch".so; do
-  if [ -e "$m" ]; then copy_with_libs "$m" "$qemu_mods/$(basename "$m")"
-  elif [ "$arch" = x86_64 ]; then die "QEMU module accel-tcg-$arch missing in $qemu_mods"; fi
-done
+m=accel-tcg-$arch.so
+if [ -e "$sysroot$qemu_mods/$m" ]; then copy_with_libs "$sysroot$qemu_mods/$m" "$qemu_mods/$m"
+elif [ "$arch" = x86_64 ]; then die "QEMU module $m missing in $qemu_mods"; fi
 # Firmware is architecture-independent (qemu-system-data): the host's.
 for f in "${firmware[@]}"; do
   cp "/usr/share/qemu/$f" "$out/usr/share/qemu/$f" || die "QEMU firmware $f missing (qemu-system-data)"
 done
 
 
-# Debian's kernel: the newest of our flavour on this machine.
-kver=$(ls "$sysroot/lib/modules" | grep -- "-$kflavour\$" | sort -V | tail -n 1)
-[ -n "$kver" ] || die "no $kpkg installed"
+# Debian's kernel (kver: checked above)
 kdir=$out/kernels/debian
 mkdir -p "$kdir"
 cp "$sysroot/boot/vmlinuz-$kver" "$kdir/kernel"
 make_initrd "$kdir/initrd" "$kver" "$sysroot/lib/modules/$kver" load "${modules[@]}"
-echo "$kver" > "$kdir/version"
+write_version "$kdir" "$kver"
 # What the kernel can mount as the container root (the cloud kernel has no 9p).
 features=virtiofs
 grep -qE '/9p\.ko' "$sysroot/lib/modules/$kver/modules.dep" && features="$features 9p"
@@ -102,12 +115,11 @@ default=debian
 if [ -n "$runq_kernel" ]; then
   kdir=$out/kernels/runq
   mkdir -p "$kdir"
-  rver=$(cat "$runq_kernel/version")
   # The uncompressed vmlinux: QEMU boots it through its PVH entry, with
   # no decompression (seconds under TCG).
   cp "$runq_kernel/vmlinux" "$kdir/kernel"
   make_initrd "$kdir/initrd" "$rver" "$runq_kernel/mods/lib/modules/$rver" ship
-  echo "$rver" > "$kdir/version"
+  write_version "$kdir" "$rver"
   features=virtiofs
   grep -q '^CONFIG_9P_FS=y' "$runq_kernel/config" && features="$features 9p"
   echo "$features" > "$kdir/features"
@@ -118,4 +130,4 @@ if [ -n "${DEFAULT_KERNEL:-}" ] && [ -d "$out/kernels/$DEFAULT_KERNEL" ]; then
   default=$DEFAULT_KERNEL
 fi
 ln -sfn "$default" "$out/kernels/default"
-echo "build-tree: $out (kernels: $(ls "$out/kernels" | grep -v default | tr '\n' ' ')default -> $default; $(du -sh "$out" | cut -f1))"
+echo "build-tree: $out (kernels: $(cd "$out/kernels" && for k in *; do [ "$k" = default ] || printf '%s ' "$k"; done)default -> $default; $(du -sh "$out" | cut -f1))"

@@ -1,5 +1,25 @@
+# shellcheck shell=bash disable=SC2154
 # Shared by build-tree.sh and add-s390x-guest.sh (sourced; expects $out,
 # $bins, $fs_groups and die()).
+
+# check_kernel NAME RELEASE MODDIR KERNEL: die unless RELEASE is one kernel
+# release string (a sub-make's "Entering directory" lines once ended up in
+# one), MODDIR holds that release's modules (depmod'ed) and KERNEL exists.
+check_kernel() {
+  local name=$1 rel=$2 moddir=$3 kernel=$4
+  [[ $rel =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?[-+._a-zA-Z0-9]*$ ]] ||
+    die "kernel $name: version [$(printf %s "$rel" | head -c 200 | tr '\n' '|')] is not one kernel release"
+  [ -s "$moddir/modules.dep" ] || die "kernel $name $rel: no modules at $moddir (modules.dep missing)"
+  [ -s "$kernel" ] || die "kernel $name $rel: $kernel missing"
+}
+
+# write_version KDIR RELEASE: KDIR/version, checked to read back as that one line
+write_version() {
+  echo "$2" >"$1/version"
+  if [ "$(wc -l <"$1/version")" -ne 1 ] || [ "$(cat "$1/version")" != "$2" ]; then
+    die "$1/version does not read back as the one line [$2]"
+  fi
+}
 
 # A binary and every library it links, at the same paths as on the host
 # (or as in $sysroot, a tree of another arch's packages): the ELF
@@ -65,6 +85,7 @@ make_initrd() {
       local rel=$1 dep
       [ -n "${seen[$rel]:-}" ] && return
       seen[$rel]=1
+      # shellcheck disable=SC2013 # modules.dep: words after the colon
       for dep in $(grep -E "^$rel:" "$moddir/modules.dep" | cut -d: -f2); do
         add_module "$dep"
       done
