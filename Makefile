@@ -30,7 +30,7 @@ APT_PACKAGES := qemu-system-x86 linux-image-cloud-amd64 docker.io containerd run
 apt_ensure = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 	  grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "deps: installing $$missing"; \
+	  echo "==> packages: installing" $$missing "(apt, 1-3 min)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
@@ -60,6 +60,7 @@ deps:
 
 ## build: the host runtime, and static proxy/init binaries
 build:
+	@echo "==> build: runq, runq-proxy, runq-init (cargo; 2-4 min on 2 cores the first time)"
 	cargo build --release -p runq
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
 
@@ -85,6 +86,7 @@ helpers-cross: cross
 
 ## install: everything, then register runtime "runq" with dockerd
 install: deps tree
+	@echo "==> install: $(PREFIX)/{runq,qemu}, runtime runq registered with dockerd (seconds)"
 	install -d $(PREFIX)
 	install -m 0755 target/release/runq $(PREFIX)/runq.new && mv -f $(PREFIX)/runq.new $(PREFIX)/runq
 	rm -rf $(PREFIX)/qemu.new && cp -a $(TREE) $(PREFIX)/qemu.new

@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test/lib/dockerd.sh ensure
-test/lib/image.sh
 IMAGE=runq-test/busybox:latest
+echo "==> image: $IMAGE (busybox-static through docker import; seconds, once)"
+test/lib/image.sh
+echo "==> run: a container in its own VM (boots its guest kernel: 1-3 s under TCG)"
 echo
 echo "host kernel:   $(uname -r)"
 echo "host CPUs:     $(nproc), host RAM: $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB"
