@@ -52,14 +52,23 @@ CROSS_ENV   := LIBSECCOMP_LIB_PATH=/usr/lib/$(ARCH)-linux-gnu PKG_CONFIG_ALLOW_C
 	PKG_CONFIG_LIBDIR=/usr/lib/$(ARCH)-linux-gnu/pkgconfig:/usr/share/pkgconfig \
 	$(LINKER_VAR)=$(ARCH)-linux-gnu-gcc
 
+# The Rust toolchain the workspace needs (rust-version in Cargo.toml).
+RUST_MIN    := $(shell sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+rust_check  = v=$$(rustc --version 2>/dev/null | cut -d' ' -f2); \
+	if [ -z "$$v" ] || [ "$$(printf '%s\n' $(RUST_MIN) "$$v" | sort -V | head -n1)" != $(RUST_MIN) ]; then \
+	  echo "runq needs a Rust toolchain >= $(RUST_MIN) (found: $${v:-none}); install it with rustup, see README.md" >&2; exit 1; \
+	fi
+
 ## deps: Debian packages and the vhost-user helpers from crates.io (each
 ## helper validated, rebuilt when bad: qemu/helpers.sh)
 deps:
+	@$(rust_check)
 	@$(call apt_ensure,$(APT_PACKAGES))
 	@qemu/helpers.sh $(HELPERS)
 
 ## build: the host runtime, and static proxy/init binaries
 build:
+	@$(rust_check)
 	@echo "==> build: runq, runq-proxy, runq-init (cargo; 2-4 min on 2 cores the first time)"
 	cargo build --release -p runq
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(ARCH_TARGET) -p runq-proxy -p runq-init
