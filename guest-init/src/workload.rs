@@ -169,19 +169,10 @@ pub fn spawn(
             .map(|s| CString::new(s.as_str()).map_err(|e| fail("masked/readonly path", &e)))
             .collect()
     };
-    // BPF programs unpacked (code, jt, jf, k), before the fork.
+    // BPF programs unpacked, before the fork.
     let filters: Vec<Vec<libc::sock_filter>> = seccomp
         .iter()
-        .map(|p| {
-            p.iter()
-                .map(|w| libc::sock_filter {
-                    code: (w >> 48) as u16,
-                    jt: (w >> 40) as u8,
-                    jf: (w >> 32) as u8,
-                    k: *w as u32,
-                })
-                .collect()
-        })
+        .map(|p| runq_protocol::bpf::unpack(p))
         .collect();
     let (masked, readonly) = match &target {
         Target::NewNamespaces(c) => (c_paths(&c.masked)?, c_paths(&c.readonly)?),
@@ -325,26 +316,10 @@ pub fn spawn(
     Ok(w)
 }
 
-/// Install seccomp filters; between fork and exec: system calls only
-/// (the descriptor lives on the stack).
+/// Install seccomp filters; between fork and exec: system calls only.
 fn install_seccomp(filters: &[Vec<libc::sock_filter>]) -> io::Result<()> {
     for f in filters {
-        let prog = libc::sock_fprog {
-            len: f.len() as u16,
-            filter: f.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: `prog` describes `f`, which is alive for the call; the
-        // kernel copies the program.
-        let rc = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const libc::sock_fprog,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        runq_protocol::bpf::install(f)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! * [`Msg`] and [`wire`] are the framed, versioned protocol spoken over the
 //!   vsock control connection between proxy and guest.
 
+pub mod bpf;
 pub mod exec_args;
 pub mod resolve;
 pub mod spec;
@@ -13,7 +14,8 @@ pub mod wire;
 
 pub use spec::{
     rlimit_resource, Accel, CapSets, Disk, DiskCache, DiskFormat, DiskFs, GuestArch, GuestDisk,
-    NinePCache, ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, RLIMIT_NAMES,
+    HostFilters, NinePCache, ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL,
+    QEMU_GID, QEMU_UID, RLIMIT_NAMES,
 };
 pub use wire::{ExitStatus, Msg, WireError};
 

@@ -326,7 +326,26 @@ pub struct VmSpec {
     /// A generated /etc/resolv.conf (runq's DNS options), else Docker's.
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// seccomp allow-lists for the host-side helpers, compiled by `runq
+    /// create` for the host (packed as [`VmSpec::seccomp`]).
+    #[serde(default)]
+    pub host_filters: HostFilters,
 }
+
+/// The proxy's filters for the processes it starts next to the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFilters {
+    /// QEMU (with 9p it serves files, and may create device nodes).
+    pub qemu: Vec<u64>,
+    /// vhost-device-vsock, and the proxy itself once QEMU runs.
+    pub strict: Vec<u64>,
+}
+
+/// The uid and gid QEMU runs as in the container (no account uses them;
+/// with no user namespace they are the host's): it owns nothing there,
+/// and reaches its devices (/dev/kvm...) through the group only.
+pub const QEMU_UID: u32 = 2_147_483_646;
+pub const QEMU_GID: u32 = 2_147_483_646;
 
 /// `RUNQ_ROOTDISK=<id>` (+ `RUNQ_ROOTDISK_EXCLUDE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +433,7 @@ mod tests {
             noexec: false,
             sigusr: false,
             resolv_conf: None,
+            host_filters: HostFilters::default(),
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

@@ -15,10 +15,25 @@ use anyhow::{bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-/// Start `cmd` so that it dies with the proxy and logs to `log`; `fds`
-/// are handed over as 3, 4, ... Must be called from the main thread:
-/// PDEATHSIG follows the thread that forked.
-pub fn spawn(cmd: &mut Command, log: &Path, fds: &[&OwnedFd]) -> Result<Child> {
+/// What a helper keeps of the proxy's privileges (after Firecracker's
+/// jailer: its own uid, only the capabilities it uses, a seccomp
+/// allow-list; no_new_privs is the proxy's already and is inherited).
+#[derive(Default)]
+pub struct Confine {
+    /// Run as this uid and gid, with no supplementary groups (leaving uid
+    /// 0 clears every capability); `None`: stay root.
+    pub ids: Option<(u32, u32)>,
+    /// Capabilities the helper may keep (bit mask): the bounding set is
+    /// cut to them, so exec gives a root helper these and no more.
+    pub caps: u64,
+    /// A seccomp filter installed right before exec (empty: none of ours).
+    pub filter: Vec<libc::sock_filter>,
+}
+
+/// Start `cmd` so that it dies with the proxy, logs to `log` and runs as
+/// `confine` says; `fds` are handed over as 3, 4, ... Must be called from
+/// the main thread: PDEATHSIG follows the thread that forked.
+pub fn spawn(cmd: &mut Command, log: &Path, fds: &[&OwnedFd], confine: Confine) -> Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     // Copies above any target number first, so that no dup2 below
@@ -33,19 +48,48 @@ pub fn spawn(cmd: &mut Command, log: &Path, fds: &[&OwnedFd]) -> Result<Child> {
         .collect::<Result<_, _>>()
         .context("duplicating descriptors for a helper")?;
     let raw: Vec<i32> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    let parent = std::process::id() as libc::pid_t;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: prctl and dup2 are async-signal-safe and touch no memory of
-    // the parent.
+    // SAFETY: between fork and exec only async-signal-safe system calls
+    // run (dup2, prctl, setgroups, setres[ug]id, getppid); they touch no
+    // memory of the parent, and the filter was unpacked before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            let check = |rc: libc::c_int| {
+                if rc != 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
             // dup2 clears CLOEXEC on the targets; the sources are >= 100.
             for (i, fd) in raw.iter().enumerate() {
                 if libc::dup2(*fd, 3 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            for cap in 0..64 {
+                // EINVAL: past the kernel's last capability.
+                if confine.caps & (1u64 << cap) == 0
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                    && *libc::__errno_location() != libc::EINVAL
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = confine.ids {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setresgid(gid, gid, gid))?;
+                check(libc::setresuid(uid, uid, uid))?;
+            }
+            // After the uid change, which clears it; and the proxy may
+            // have died before it was set.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if !confine.filter.is_empty() {
+                runq_protocol::bpf::install(&confine.filter)?;
             }
             Ok(())
         });
@@ -56,7 +100,13 @@ pub fn spawn(cmd: &mut Command, log: &Path, fds: &[&OwnedFd]) -> Result<Child> {
 
 /// virtiofsd serving `dir`, listening on a socket we bind ourselves and
 /// pass as fd 3, so QEMU can connect at once (no start-up race).
-pub fn virtiofsd(dir: &str, socket: &Path, readonly: bool, log: &Path) -> Result<Child> {
+pub fn virtiofsd(
+    dir: &str,
+    socket: &Path,
+    readonly: bool,
+    log: &Path,
+    confine: Confine,
+) -> Result<Child> {
     let listener =
         UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
     let fd = OwnedFd::from(listener);
@@ -66,27 +116,32 @@ pub fn virtiofsd(dir: &str, socket: &Path, readonly: bool, log: &Path) -> Result
         "--shared-dir",
         dir,
         "--cache=auto",
-        // The container is the sandbox: virtiofsd runs in its mount and
-        // pid namespaces, with the proxy's capabilities only.
-        "--sandbox=none",
+        // Inside the container's namespaces, chrooted into the shared
+        // directory (a mount namespace of its own would need
+        // CAP_SYS_ADMIN), with O_PATH descriptors instead of file handles:
+        // no CAP_DAC_READ_SEARCH, so no open_by_handle_at onto the host's
+        // filesystem. Its own seccomp allow-list stays on.
+        "--sandbox=chroot",
+        "--inode-file-handles=never",
+        "--modcaps=-dac_read_search",
         "--announce-submounts",
         "--log-level=error",
     ]);
     if readonly {
         cmd.arg("--readonly");
     }
-    spawn(&mut cmd, log, &[&fd])
+    spawn(&mut cmd, log, &[&fd], confine)
 }
 
 /// vhost-device-vsock for guest CID 3. Guest connections to host port P
 /// arrive on `<uds>_P`.
-pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path) -> Result<Child> {
+pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path, confine: Confine) -> Result<Child> {
     let mut cmd = Command::new("vhost-device-vsock");
     cmd.arg("--guest-cid=3")
         .arg(format!("--socket={}", socket.display()))
         .arg(format!("--uds-path={}", uds.display()));
     let watch = SocketWatch::new(socket)?;
-    let child = spawn(&mut cmd, log, &[])?;
+    let child = spawn(&mut cmd, log, &[], confine)?;
     watch.wait(&child, Duration::from_secs(10))?;
     Ok(child)
 }

@@ -3,6 +3,7 @@
 //! workload's stdio and signals, and exits with the workload's status.
 
 mod arch;
+mod caps;
 mod dns;
 mod exec;
 mod helpers;

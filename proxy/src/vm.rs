@@ -1,5 +1,6 @@
 //! Bringing the VM up: helpers, QEMU, and the guest's first call.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -11,6 +12,7 @@ use runq_protocol::wire::{self, StartRequest};
 use runq_protocol::{Msg, Share, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUN_DIR, CONTROL_PORT};
 
 use crate::arch::{self, Accel, HostInfo, NicArg, TargetArch, VmPaths};
+use crate::caps;
 use crate::dns;
 use crate::helpers;
 use crate::net;
@@ -22,6 +24,16 @@ const GUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// vhost-device-vsock's host-side socket: guest ports are dialed here.
 pub const VSOCK_UDS: &str = "/run/vm.vsock";
+
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD, SETFCAP:
+/// serving the guest's file operations with the guest's owners and modes
+/// (no DAC_READ_SEARCH: no file handles, so no open_by_handle_at).
+const FILE_SERVER_CAPS: u64 =
+    (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7) | (1 << 27) | (1 << 31);
+/// virtiofsd also syncs its capability sets (SETPCAP) and chroots into
+/// the shared directory (SYS_CHROOT).
+const VIRTIOFSD_CAPS: u64 = FILE_SERVER_CAPS | (1 << 8) | (1 << 18);
+const CAP_KILL: u32 = 5;
 
 fn run_path(name: &str) -> PathBuf {
     Path::new(CONTAINER_RUN_DIR).join(name)
@@ -45,12 +57,71 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let (nics, routes) = net::attach_all()?;
     crate::trace("network attached");
     dns::serve(VSOCK_UDS)?;
-    let paths = VmPaths {
+    let console_log = run_path("console.log");
+    let vsock_socket = run_path("vsock.sock");
+    let virtiofs_socket = run_path("virtiofs.sock");
+    // 9p is served by QEMU itself; virtiofs needs its daemon, which keeps
+    // the capabilities of a file server and its own seccomp filter.
+    let _virtiofsd = match vm.share {
+        Share::Virtiofs => Some(helpers::virtiofsd(
+            CONTAINER_ROOTFS,
+            &virtiofs_socket,
+            false,
+            &run_path("virtiofsd.log"),
+            helpers::Confine {
+                caps: VIRTIOFSD_CAPS,
+                ..Default::default()
+            },
+        )?),
+        Share::NineP => None,
+    };
+    let _vsock = helpers::vsock_backend(
+        &vsock_socket,
+        &vsock_uds,
+        &run_path("vsock.log"),
+        helpers::Confine {
+            filter: runq_protocol::bpf::unpack(&vm.host_filters.strict),
+            ..Default::default()
+        },
+    )?;
+    crate::trace("helpers ready");
+
+    // Everything QEMU uses of the container, opened here and handed over:
+    // the taps as 3.., then the console, the vhost-user sockets, the disks.
+    let console =
+        OwnedFd::from(std::fs::File::create(&console_log).context("creating the console log")?);
+    let vsock_conn = OwnedFd::from(
+        UnixStream::connect(&vsock_socket).context("connecting to the vsock backend")?,
+    );
+    let virtiofs_conn = match vm.share {
+        Share::Virtiofs => Some(OwnedFd::from(
+            UnixStream::connect(&virtiofs_socket).context("connecting to virtiofsd")?,
+        )),
+        Share::NineP => None,
+    };
+    let disks = vm
+        .disks
+        .iter()
+        .map(|d| {
+            let open = |write: bool| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(write)
+                    .open(&d.path)
+                    .map(OwnedFd::from)
+                    .with_context(|| format!("opening runq disk {:?} ({})", d.guest.id, d.path))
+            };
+            let mut fds = vec![open(false)?];
+            if !d.guest.readonly {
+                fds.push(open(true)?);
+            }
+            Ok(fds)
+        })
+        .collect::<Result<Vec<Vec<_>>>>()?;
+    let mut fds: Vec<&OwnedFd> = nics.iter().map(|n| &n.tap).collect();
+    let mut paths = VmPaths {
         kernel: format!("/kernels/{}/kernel", vm.kernel),
         initrd: format!("/kernels/{}/initrd", vm.kernel),
-        console_log: run_path("console.log").to_string_lossy().into_owned(),
-        vsock_socket: run_path("vsock.sock").to_string_lossy().into_owned(),
-        virtiofs_socket: run_path("virtiofs.sock").to_string_lossy().into_owned(),
         nics: nics
             .iter()
             .enumerate()
@@ -59,23 +130,18 @@ pub fn run(vm: VmSpec) -> Result<i32> {
                 mac: n.config.mac.clone(),
             })
             .collect(),
+        console_fd: hand(&mut fds, &console),
+        vsock_fd: hand(&mut fds, &vsock_conn),
+        virtiofs_fd: -1,
+        disk_fds: Vec::new(),
     };
-    // 9p is served by QEMU itself; virtiofs needs its daemon.
-    let _virtiofsd = match vm.share {
-        Share::Virtiofs => Some(helpers::virtiofsd(
-            CONTAINER_ROOTFS,
-            Path::new(&paths.virtiofs_socket),
-            false,
-            &run_path("virtiofsd.log"),
-        )?),
-        Share::NineP => None,
-    };
-    let _vsock = helpers::vsock_backend(
-        Path::new(&paths.vsock_socket),
-        &vsock_uds,
-        &run_path("vsock.log"),
-    )?;
-    crate::trace("helpers ready");
+    if let Some(c) = &virtiofs_conn {
+        paths.virtiofs_fd = hand(&mut fds, c);
+    }
+    for d in &disks {
+        let numbers = d.iter().map(|fd| hand(&mut fds, fd)).collect();
+        paths.disk_fds.push(numbers);
+    }
 
     let arch = TargetArch::of_guest(vm.guest_arch);
     let host = HostInfo {
@@ -84,11 +150,33 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     };
     let mut qemu_cmd = Command::new(arch::qemu_binary(arch));
     qemu_cmd.args(arch::qemu_args(&vm, arch, accel, &host, &paths));
-    let taps: Vec<&std::os::fd::OwnedFd> = nics.iter().map(|n| &n.tap).collect();
-    let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), &taps)?;
+    let qemu_confine = match vm.share {
+        // No capabilities, not root: everything it needs is open already.
+        Share::Virtiofs => helpers::Confine {
+            ids: Some((runq_protocol::QEMU_UID, runq_protocol::QEMU_GID)),
+            caps: 0,
+            filter: runq_protocol::bpf::unpack(&vm.host_filters.qemu),
+        },
+        // QEMU is the 9p file server: root with a file server's
+        // capabilities.
+        Share::NineP => helpers::Confine {
+            ids: None,
+            caps: FILE_SERVER_CAPS,
+            filter: runq_protocol::bpf::unpack(&vm.host_filters.qemu),
+        },
+    };
+    let qemu = helpers::spawn(&mut qemu_cmd, &run_path("qemu.log"), &fds, qemu_confine)?;
+    drop(fds);
+    drop((console, vsock_conn, virtiofs_conn, disks));
+    // From here on the proxy only relays and, at the end, kills QEMU
+    // (another uid): CAP_KILL is all it keeps.
+    caps::keep_only(1 << CAP_KILL).context("dropping the proxy's capabilities")?;
+    runq_protocol::bpf::install_all_threads(&runq_protocol::bpf::unpack(&vm.host_filters.strict))
+        .context("installing the proxy's seccomp filter")?;
     crate::trace("qemu started");
 
-    let mut conn = wait_for_guest(&control, &qemu, &paths.console_log)?;
+    let console_log = console_log.to_string_lossy().into_owned();
+    let mut conn = wait_for_guest(&control, &qemu, &console_log)?;
     crate::trace("guest connected");
     wire::handshake(&mut conn).context("control handshake with runq-init")?;
     let mut process = vm.process.clone();
@@ -128,9 +216,15 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         relay::Relay {
             terminal: vm.process.terminal,
             systemd: vm.systemd,
-            qemu: Some((qemu, paths.console_log.clone())),
+            qemu: Some((qemu, console_log.clone())),
         },
     )
+}
+
+/// Adds `fd` to those QEMU gets; the number it will have there.
+fn hand<'a>(fds: &mut Vec<&'a OwnedFd>, fd: &'a OwnedFd) -> i32 {
+    fds.push(fd);
+    2 + fds.len() as i32
 }
 
 /// Under runc a workload inherits every limit its spec does not set from
@@ -199,13 +293,17 @@ fn wait_for_guest(listener: &UnixListener, qemu: &Child, console: &str) -> Resul
 
 /// The last line a helper logged in the container's /run.
 fn last_line(log: &str) -> Option<String> {
-    let text = std::fs::read_to_string(run_path(log)).ok()?;
+    let text = std::fs::read(run_path(log)).ok()?;
+    let text = String::from_utf8_lossy(&text);
     text.trim().lines().last().map(str::to_string)
 }
 
 /// The last lines of the guest console, for error messages.
 pub fn console_tail(console: &str) -> String {
-    let text = std::fs::read_to_string(console).unwrap_or_default();
+    // The guest writes the console: a byte that is no UTF-8 must not
+    // hide the rest.
+    let text = std::fs::read(console).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     // A panic's own line says more than the register dump after it.
     if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {

@@ -38,29 +38,56 @@ const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
     "/sys/fs/cgroup",
 ];
 
+/// Docker's default masked and read-only paths, for the proxy's container.
+const PROXY_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const PROXY_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// The tree's empty directories that the container's mounts fill.
 pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
 
 /// What the proxy needs, and why:
-/// - CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, MKNOD, SETFCAP,
-///   SETGID, SETUID, SETPCAP: virtiofsd performs the guest's file operations on the
-///   shared root with the guest's credentials (it stops without
-///   DAC_READ_SEARCH, and without SETPCAP its capability sync takes a
-///   path its own seccomp filter kills);
-/// - NET_ADMIN: turning the container's interfaces into macvtaps.
+/// - CHOWN, DAC_OVERRIDE, FOWNER, FSETID, MKNOD, SETFCAP, SETGID, SETUID,
+///   SETPCAP: virtiofsd performs the guest's file operations on the shared
+///   root with the guest's credentials (without SETPCAP its capability
+///   sync takes a path its own seccomp filter kills); MKNOD also makes the
+///   macvtap nodes; SETPCAP cuts the helpers' bounding sets;
+/// - NET_ADMIN: turning the container's interfaces into macvtaps;
+/// - KILL: ending QEMU, which runs as another uid;
+/// - SYS_CHROOT: virtiofsd's chroot sandbox.
+///
+/// The proxy drops all but KILL once QEMU runs; virtiofsd keeps the file
+/// serving ones, QEMU and vhost-device-vsock get none.
 ///
 /// Anything the host's bounding set lacks is left out rather than asked
 /// for (runc fails the start otherwise).
 pub const PROXY_CAPS: &[(u8, Capability)] = &[
     (0, Capability::Chown),
     (1, Capability::DacOverride),
-    (2, Capability::DacReadSearch),
     (3, Capability::Fowner),
     (4, Capability::Fsetid),
+    (5, Capability::Kill),
     (6, Capability::Setgid),
     (7, Capability::Setuid),
     (8, Capability::Setpcap),
     (12, Capability::NetAdmin),
+    (18, Capability::SysChroot),
     (27, Capability::Mknod),
     (31, Capability::Setfcap),
 ];
@@ -99,6 +126,8 @@ pub struct HostFacts {
 pub enum BundleError {
     #[error("config.json has no process to run")]
     NoProcess,
+    #[error("container {0}: annotation io.kubernetes.cri.container-type=sandbox without io.kubernetes.cri.sandbox-id={0}: only containerd's CRI marks a pod sandbox, which runs without a VM; refused")]
+    NotACriSandbox(String),
     #[error("config.json has no root filesystem")]
     NoRoot,
     #[error("process.args is empty: nothing to run")]
@@ -269,6 +298,14 @@ pub fn rewrite(
         },
         privileged: is_privileged(&spec),
         debug,
+        host_filters: runq_protocol::HostFilters {
+            // QEMU's 9p server creates the guest's device nodes.
+            qemu: crate::seccomp::host_filter(match settings.share {
+                runq_protocol::Share::NineP => &["mknod", "mknodat"],
+                runq_protocol::Share::Virtiofs => &[],
+            })?,
+            strict: crate::seccomp::host_filter(&[])?,
+        },
     };
 
     let (mounts, tmpfs, mut disks, binds) = rewrite_mounts(
@@ -303,6 +340,15 @@ pub fn rewrite(
         // guest's too (they would only touch the proxy's namespaces).
         linux.set_seccomp(None);
         linux.set_sysctl(None);
+        // The workload's masked and read-only paths are the guest's; the
+        // proxy's container gets Docker's defaults whatever Docker asked
+        // (--privileged asks for none).
+        linux.set_masked_paths(Some(
+            PROXY_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+        ));
+        linux.set_readonly_paths(Some(
+            PROXY_READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        ));
         let mut devices = linux.devices().clone().unwrap_or_default();
         if vm.privileged {
             // Privileged inside the VM only: the proxy's container gets
@@ -472,10 +518,28 @@ fn guest_rlimits(p: &oci_spec::runtime::Process) -> Result<Vec<(u32, u64, u64)>,
 /// CRI (Kubernetes) marks its containers with this annotation.
 const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 
+/// containerd's CRI names the pod's sandbox (its id) in every container.
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
 /// A CRI pod sandbox (the pause container) only holds the pod's
-/// namespaces: it runs under the lower runtime as it is, no VM.
-pub fn is_cri_sandbox(spec: &Spec) -> bool {
-    cri_container_type(spec) == Some("sandbox")
+/// namespaces: it runs under the lower runtime as it is, no VM. The
+/// annotation alone is anybody's to write (an image's labels, `docker run
+/// --annotation`), so it counts only as containerd's CRI writes it: on the
+/// container whose id is the sandbox id it names. Anything else claiming
+/// to be a sandbox is refused rather than run without a VM.
+pub fn is_cri_sandbox(spec: &Spec, id: &str) -> Result<bool, BundleError> {
+    if cri_container_type(spec) != Some("sandbox") {
+        return Ok(false);
+    }
+    let sandbox_id = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CRI_SANDBOX_ID));
+    if sandbox_id.map(String::as_str) == Some(id) {
+        Ok(true)
+    } else {
+        Err(BundleError::NotACriSandbox(id.to_string()))
+    }
 }
 
 fn cri_container_type(spec: &Spec) -> Option<&str> {
@@ -647,6 +711,13 @@ fn rewrite_mounts(
             continue;
         }
         if CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
+            if dest.starts_with("/sys") {
+                // Read-only for the proxy, even under --privileged.
+                let mut o: Vec<String> = m.options().clone().unwrap_or_default();
+                o.retain(|x| x != "rw" && x != "ro");
+                o.push("ro".into());
+                m.set_options(Some(o));
+            }
             system.push(m);
             continue;
         }
@@ -764,15 +835,17 @@ fn container_process(
     Ok(p)
 }
 
+/// QEMU's devices (/dev/kvm, /dev/vhost-net...): the proxy opens them as
+/// root, QEMU through its group.
 fn device_node(d: &HostDevice) -> Result<LinuxDevice, BundleError> {
     Ok(LinuxDeviceBuilder::default()
         .path(d.path.clone())
         .typ(LinuxDeviceType::C)
         .major(d.major)
         .minor(d.minor)
-        .file_mode(0o600u32)
+        .file_mode(0o660u32)
         .uid(0u32)
-        .gid(0u32)
+        .gid(runq_protocol::QEMU_GID)
         .build()?)
 }
 
@@ -963,7 +1036,12 @@ mod tests {
         assert!(!rules[0].allow(), "Docker's deny-all stays first");
         assert!(rules[1].allow() && rules[1].major() == Some(10) && rules[1].minor() == Some(232));
         assert!(rules[2].allow() && rules[2].major() == Some(246) && rules[2].minor().is_none());
-        assert_eq!(linux.masked_paths().as_ref().unwrap(), &["/proc/kcore"]);
+        assert_eq!(linux.masked_paths().as_ref().unwrap(), PROXY_MASKED_PATHS);
+        assert_eq!(
+            r.vm.masked_paths,
+            ["/proc/kcore"],
+            "Docker's, for the guest"
+        );
     }
 
     fn mount_destinations(r: &Rewritten) -> Vec<String> {
@@ -1146,10 +1224,37 @@ mod tests {
                 r#""resources": {"devices": [{"allow": false, "access": "rwm"}],"#,
                 r#""resources": {"devices": [{"allow": true, "access": "rwm"}],"#,
                 1,
+            )
+            .replacen(
+                r#"{"destination": "/proc","#,
+                r#"{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "rw"]},
+        {"destination": "/proc","#,
+                1,
             );
         let r = run_rewrite(&json).unwrap();
         assert!(r.vm.privileged);
         let linux = r.spec.linux().as_ref().unwrap();
+        let sys = r
+            .spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/sys"));
+        assert_eq!(
+            sys.and_then(|m| m.options().clone()),
+            Some(vec!["nosuid".to_string(), "ro".into()]),
+            "the proxy's /sys is read-only"
+        );
+        assert!(linux
+            .readonly_paths()
+            .iter()
+            .flatten()
+            .any(|p| p == "/proc/sys"));
+        assert!(linux
+            .masked_paths()
+            .iter()
+            .flatten()
+            .any(|p| p == "/proc/kcore"));
         let paths: Vec<_> = linux
             .devices()
             .as_ref()
@@ -1258,12 +1363,14 @@ mod tests {
             .clone()
             .unwrap();
         let eff = caps.effective().as_ref().unwrap();
-        assert!(eff.contains(&Capability::DacReadSearch));
+        assert!(eff.contains(&Capability::DacOverride));
+        assert!(!eff.contains(&Capability::DacReadSearch), "no file handles");
         assert!(!eff.contains(&Capability::NetAdmin), "host lacks it");
         assert!(
-            !eff.contains(&Capability::Kill),
+            !eff.contains(&Capability::SysAdmin) && !eff.contains(&Capability::NetRaw),
             "the workload's caps go to the guest"
         );
+        assert!(eff.contains(&Capability::Kill), "ends QEMU (another uid)");
         assert!(caps.ambient().as_ref().unwrap().is_empty());
     }
 
@@ -1314,10 +1421,23 @@ mod tests {
             r#""hostname": "abc", "annotations": {"io.kubernetes.cri.container-type": "container"},"#,
         );
         assert!(run_rewrite(&pod).is_ok());
-        let sandbox: Spec =
+        let claims: Spec =
             serde_json::from_str(&pod.replace(r#""container"}"#, r#""sandbox"}"#)).unwrap();
-        assert!(is_cri_sandbox(&sandbox));
-        assert!(!is_cri_sandbox(&serde_json::from_str(&pod).unwrap()));
+        assert!(matches!(
+            is_cri_sandbox(&claims, "abc"),
+            Err(BundleError::NotACriSandbox(_))
+        ));
+        let sandbox: Spec = serde_json::from_str(&pod.replace(
+            r#""container"}"#,
+            r#""sandbox", "io.kubernetes.cri.sandbox-id": "abc"}"#,
+        ))
+        .unwrap();
+        assert!(is_cri_sandbox(&sandbox, "abc").unwrap());
+        assert!(
+            is_cri_sandbox(&sandbox, "other").is_err(),
+            "another pod's id"
+        );
+        assert!(!is_cri_sandbox(&serde_json::from_str(&pod).unwrap(), "abc").unwrap());
     }
 
     #[test]

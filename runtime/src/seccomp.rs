@@ -71,6 +71,48 @@ pub fn compile(profile: &LinuxSeccomp, arch: GuestArch) -> Result<Vec<Vec<u64>>,
     Ok(vec![program])
 }
 
+/// The allow-list of the host-side helpers (see the file's header).
+const HOST_SYSCALLS: &str = include_str!("host_syscalls.txt");
+
+/// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET.
+const CLONE_NAMESPACES: u64 = 0x7e02_0000;
+const ENOSYS: i32 = 38;
+
+/// The seccomp allow-list the proxy puts on QEMU and vhost-device-vsock,
+/// for the host's arch (packed); `extra` names calls allowed on top.
+pub fn host_filter(extra: &[&str]) -> Result<Vec<u64>, SeccompError> {
+    let mut ctx =
+        ScmpFilterContext::new(ScmpAction::Errno(EPERM)).map_err(filter_error("new filter"))?;
+    let names = HOST_SYSCALLS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .chain(extra.iter().copied());
+    for name in names {
+        // A name this arch does not have (or libseccomp does not know).
+        let Ok(nr) = ScmpSyscall::from_name(name) else {
+            continue;
+        };
+        ctx.add_rule(ScmpAction::Allow, nr)
+            .map_err(filter_error(name))?;
+    }
+    let clone = ScmpSyscall::from_name("clone").map_err(filter_error("clone"))?;
+    ctx.add_rule_conditional(
+        ScmpAction::Allow,
+        clone,
+        &[libseccomp::ScmpArgCompare::new(
+            0,
+            libseccomp::ScmpCompareOp::MaskedEqual(CLONE_NAMESPACES),
+            0,
+        )],
+    )
+    .map_err(filter_error("clone"))?;
+    if let Ok(clone3) = ScmpSyscall::from_name("clone3") {
+        ctx.add_rule(ScmpAction::Errno(ENOSYS), clone3)
+            .map_err(filter_error("clone3"))?;
+    }
+    export(&ctx, GuestArch::host())
+}
+
 /// The action word the kernel sees for `a` (`SECCOMP_RET_*` | data).
 fn action_word(a: ScmpAction) -> u32 {
     match a {
@@ -312,10 +354,12 @@ fn export(ctx: &ScmpFilterContext, arch: GuestArch) -> Result<Vec<u64>, SeccompE
                 GuestArch::X86_64 => (u16::from_le_bytes(code), u32::from_le_bytes(k)),
                 GuestArch::S390x => (u16::from_be_bytes(code), u32::from_be_bytes(k)),
             };
-            (u64::from(code) << 48)
-                | (u64::from(f[2]) << 40)
-                | (u64::from(f[3]) << 32)
-                | u64::from(k)
+            runq_protocol::bpf::pack(&libc::sock_filter {
+                code,
+                jt: f[2],
+                jf: f[3],
+                k,
+            })
         })
         .collect())
 }
@@ -560,6 +604,44 @@ mod tests {
         .unwrap();
         assert_eq!(eval(&p, arch, nr("unshare", arch), [0; 6]), errno(13));
         assert_eq!(eval(&p, arch, nr("mount", arch), [0; 6]), ALLOW);
+    }
+
+    #[test]
+    fn host_helpers_filter_allows_their_calls_and_refuses_the_reaching_ones() {
+        let host = GuestArch::host();
+        let strict = vec![host_filter(&[]).unwrap()];
+        let nine_p = vec![host_filter(&["mknod", "mknodat"]).unwrap()];
+        for call in ["read", "ioctl", "mmap", "memfd_create", "execve", "seccomp"] {
+            assert_eq!(eval(&strict, host, nr(call, host), [0; 6]), ALLOW, "{call}");
+        }
+        for call in [
+            "open_by_handle_at",
+            "mknodat",
+            "mount",
+            "ptrace",
+            "unshare",
+            "setns",
+            "chroot",
+        ] {
+            assert_eq!(
+                eval(&strict, host, nr(call, host), [0; 6]),
+                errno(1),
+                "{call}"
+            );
+        }
+        assert_eq!(eval(&nine_p, host, nr("mknodat", host), [0; 6]), ALLOW);
+        assert_eq!(eval(&nine_p, host, nr("mount", host), [0; 6]), errno(1));
+        // A thread, but no new namespace.
+        let clone = nr("clone", host);
+        assert_eq!(
+            eval(&strict, host, clone, [0x003d_0f00, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            eval(&strict, host, clone, [0x1000_0000, 0, 0, 0, 0, 0]),
+            errno(1)
+        );
+        assert_eq!(eval(&strict, host, nr("clone3", host), [0; 6]), errno(38));
     }
 
     #[test]

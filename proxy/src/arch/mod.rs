@@ -90,17 +90,30 @@ pub struct NicArg {
     pub mac: String,
 }
 
-/// Files and sockets the VM is assembled from (paths as the proxy sees
-/// them inside its container).
+/// Files and sockets the VM is assembled from: the kernel and initrd by
+/// path (the tree is world-readable), everything else as descriptors the
+/// proxy opened, so QEMU, running as an unprivileged uid, needs to open
+/// nothing of the container's.
 #[derive(Debug, Clone)]
 pub struct VmPaths {
     pub kernel: String,
     pub initrd: String,
-    pub console_log: String,
-    pub vsock_socket: String,
-    pub virtiofs_socket: String,
+    /// The console log, open for writing.
+    pub console_fd: i32,
+    /// Connected to vhost-device-vsock's socket.
+    pub vsock_fd: i32,
+    /// Connected to virtiofsd's socket (unused with 9p).
+    pub virtiofs_fd: i32,
+    /// Each runq disk open read-only (QEMU probes with that) and, unless
+    /// the disk is read-only, read-write.
+    pub disk_fds: Vec<Vec<i32>>,
     pub nics: Vec<NicArg>,
 }
+
+/// QEMU's fd set of the console (`/dev/fdset/N`); disk `i` uses
+/// `DISK_FDSET + i`.
+const CONSOLE_FDSET: usize = 1;
+const DISK_FDSET: usize = 10;
 
 /// The QEMU binary for `arch`.
 pub fn qemu_binary(arch: TargetArch) -> &'static str {
@@ -175,21 +188,23 @@ pub fn qemu_args(
     push(&["-append", &cmdline.join(" ")]);
 
     push(&[
+        "-add-fd",
+        &format!("fd={},set={CONSOLE_FDSET}", paths.console_fd),
         "-chardev",
-        &format!("file,id=console,path={}", paths.console_log),
+        &format!("file,id=console,path=/dev/fdset/{CONSOLE_FDSET}"),
     ]);
     a.extend(ops.console("console"));
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&[
         "-chardev",
-        &format!("socket,id=vsock,path={}", paths.vsock_socket),
+        &format!("socket,id=vsock,fd={}", paths.vsock_fd),
     ]);
     push(&["-device", &format!("{},chardev=vsock", ops.vsock_device())]);
     match vm.share {
         Share::Virtiofs => {
             push(&[
                 "-chardev",
-                &format!("socket,id=rootfs,path={}", paths.virtiofs_socket),
+                &format!("socket,id=rootfs,fd={}", paths.virtiofs_fd),
             ]);
             push(&[
                 "-device",
@@ -218,7 +233,10 @@ pub fn qemu_args(
             ]);
         }
     }
-    for (i, d) in vm.disks.iter().enumerate() {
+    for (i, (d, fds)) in vm.disks.iter().zip(&paths.disk_fds).enumerate() {
+        for fd in fds {
+            push(&["-add-fd", &format!("fd={fd},set={}", DISK_FDSET + i)]);
+        }
         push(&["-drive", &drive_arg(i, d)]);
         push(&[
             "-device",
@@ -242,16 +260,17 @@ pub fn qemu_args(
     a
 }
 
-/// `-drive` for runq disk `i`: the image format detected by runq create,
-/// the cache mode asked for (none: O_DIRECT with native AIO).
+/// `-drive` for runq disk `i` (its descriptor in fd set DISK_FDSET + i):
+/// the image format detected by runq create, the cache mode asked for
+/// (none: O_DIRECT with native AIO).
 fn drive_arg(i: usize, d: &Disk) -> String {
     let format = match d.format {
         DiskFormat::Raw => "raw",
         DiskFormat::Qcow2 => "qcow2",
     };
     let mut a = format!(
-        "file={},if=none,id=disk{i},format={format},cache={}",
-        d.path.replace(',', ",,"),
+        "file=/dev/fdset/{},if=none,id=disk{i},format={format},cache={}",
+        DISK_FDSET + i,
         d.cache.as_str()
     );
     if d.cache == DiskCache::None {
@@ -304,6 +323,7 @@ mod tests {
             noexec: false,
             sigusr: false,
             resolv_conf: None,
+            host_filters: Default::default(),
         }
     }
 
@@ -311,9 +331,10 @@ mod tests {
         VmPaths {
             kernel: "/kernel".into(),
             initrd: "/initrd".into(),
-            console_log: "/run/console.log".into(),
-            vsock_socket: "/run/vsock.sock".into(),
-            virtiofs_socket: "/run/virtiofs.sock".into(),
+            console_fd: 5,
+            vsock_fd: 6,
+            virtiofs_fd: 7,
+            disk_fds: vec![vec![8, 9], vec![10]],
             nics: vec![],
         }
     }
@@ -544,9 +565,15 @@ mod tests {
         assert_eq!(
             values(&args, "-drive"),
             [
-                "file=/dev/runq/a/none,if=none,id=disk0,format=raw,cache=none,aio=native",
-                "file=/dev/runq/b,,x,if=none,id=disk1,format=qcow2,cache=writeback,backing=,readonly=on",
+                "file=/dev/fdset/10,if=none,id=disk0,format=raw,cache=none,aio=native",
+                "file=/dev/fdset/11,if=none,id=disk1,format=qcow2,cache=writeback,backing=,readonly=on",
             ]
+        );
+        // The proxy's descriptors: read-only and read-write for disk0,
+        // read-only only for the read-only disk1; the console's first.
+        assert_eq!(
+            values(&args, "-add-fd"),
+            ["fd=5,set=1", "fd=8,set=10", "fd=9,set=10", "fd=10,set=11"]
         );
         let devices = values(&args, "-device");
         assert!(devices.contains(&"virtio-blk-device,drive=disk0,serial=a"));

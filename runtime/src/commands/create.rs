@@ -92,7 +92,7 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         bail!("bundle {} was already prepared by runq", bundle.display());
     }
     let spec = Spec::load(&config).with_context(|| format!("{}", config.display()))?;
-    if bundle::is_cri_sandbox(&spec) {
+    if bundle::is_cri_sandbox(&spec, id)? {
         return Ok(()); // the pause container: runc runs it unchanged
     }
     let env = spec
@@ -113,7 +113,7 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         &bundle,
         &cli.opts.qemu_tree,
         &settings,
-        &host_facts(&cli.opts.qemu_tree, settings.apuuid.as_deref())?,
+        &host_facts(&cli.opts.qemu_tree, accel, settings.apuuid.as_deref())?,
         // runc's --debug, or RUNQ_DEBUG=1 for one container: guest kernel
         // messages and runq-init's progress on the console.
         cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
@@ -142,13 +142,17 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
     Ok(())
 }
 
-/// Character devices QEMU can use, where the host has them.
-const QEMU_DEVICES: &[&str] = &[
-    "/dev/kvm",
-    "/dev/net/tun",
-    "/dev/vhost-net",
-    "/dev/vhost-vsock",
-];
+/// Character devices the proxy and QEMU use, where the host has them:
+/// /dev/net/tun (taps for macvlan/ipvlan), /dev/vhost-net (virtio-net in
+/// the host kernel), and /dev/kvm only for a KVM guest. The vsock backend
+/// is vhost-user, so /dev/vhost-vsock is never given.
+fn qemu_devices(accel: runq_protocol::Accel) -> Vec<&'static str> {
+    let mut d = vec!["/dev/net/tun", "/dev/vhost-net"];
+    if accel == runq_protocol::Accel::Kvm {
+        d.insert(0, "/dev/kvm");
+    }
+    d
+}
 
 /// The character device at `path` as the container needs it.
 fn char_device(path: &str) -> Option<HostDevice> {
@@ -197,7 +201,7 @@ fn tree_dirs(tree: &Path) -> Result<Vec<String>> {
     Ok(dirs)
 }
 
-fn host_facts(tree: &Path, apuuid: Option<&str>) -> Result<HostFacts> {
+fn host_facts(tree: &Path, accel: runq_protocol::Accel, apuuid: Option<&str>) -> Result<HostFacts> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let bounding_caps = status
         .lines()
@@ -205,7 +209,7 @@ fn host_facts(tree: &Path, apuuid: Option<&str>) -> Result<HostFacts> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .context("no CapBnd line in /proc/self/status")?;
     let mut devices = Vec::new();
-    devices.extend(QEMU_DEVICES.iter().filter_map(|p| char_device(p)));
+    devices.extend(qemu_devices(accel).iter().filter_map(|p| char_device(p)));
     if let Some(uuid) = apuuid {
         devices.extend(vfio_ap_devices(uuid)?);
     }
