@@ -108,8 +108,8 @@ test_sys_module_allows_modprobe_of_a_tree_module() {
   local out
   # The minimal kernel ships its modules for this; Debian's initrd carries
   # only what boot needs.
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq --cap-add SYS_MODULE "$IMAGE" sh -c 'modprobe dummy && grep -c "^dummy " /proc/modules' 2>&1)
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=runq --cap-add SYS_MODULE "$IMAGE" sh -c 'modprobe dummy && grep -c "^dummy " /proc/modules' 2>&1)
   expect_eq "modprobe dummy with CAP_SYS_MODULE, then in /proc/modules" 1 "$out" || return
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq "$IMAGE" sh -c 'modprobe dummy >/dev/null 2>&1; echo rc=$?; grep -c "^dummy " /proc/modules')
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=runq "$IMAGE" sh -c 'modprobe dummy >/dev/null 2>&1; echo rc=$?; grep -c "^dummy " /proc/modules')
   expect_eq "modprobe dummy without CAP_SYS_MODULE" "$(printf 'rc=1\n0')" "$out"
 }

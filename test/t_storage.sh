@@ -147,7 +147,7 @@ test_rootdisk_keeps_root_changes_across_runs() {
 test_ninep_root_transport() {
   local d out
   d=$(mktemp -d) && echo over-9p >"$d/f"
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq -e RUNQ_SHARE=9p -v "$d:/vol" "$IMAGE" \
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=runq -e RUNQ_SHARE=9p -v "$d:/vol" "$IMAGE" \
     sh -c 'awk "\$2 == \"/\" {print \$3; exit}" /proc/mounts; cat /vol/f; echo back > /vol/g; ls /bin/busybox' 2>&1)
   expect_eq "9p root, volume read, busybox" "$(printf '9p\nover-9p\n/bin/busybox')" "$out" || { rm -rf "$d"; return 1; }
   expect_eq "guest write through 9p seen on the host" back "$(cat "$d/g" 2>/dev/null)"
@@ -157,12 +157,12 @@ test_ninep_root_transport() {
 test_kernel_choice_and_9p_refused_where_the_kernel_lacks_it() {
   local out
   [ -d /var/lib/runq/qemu/kernels/runq ] || skip "the minimal kernel is not installed (make install KERNEL=debian)" || return
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=debian "$IMAGE" uname -r 2>&1)
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=debian "$IMAGE" uname -r 2>&1)
   expect_eq "uname -r with RUNQ_KERNEL=debian" "$(cat /var/lib/runq/qemu/kernels/debian/version)" "$out" || return
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=runq "$IMAGE" uname -r 2>&1)
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=runq "$IMAGE" uname -r 2>&1)
   expect_eq "uname -r with RUNQ_KERNEL=runq" "$(cat /var/lib/runq/qemu/kernels/runq/version)" "$out" || return
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=debian -e RUNQ_SHARE=9p "$IMAGE" true 2>&1)
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=debian -e RUNQ_SHARE=9p "$IMAGE" true 2>&1)
   [[ "$out" == *'guest kernel "debian"'*'has no 9p'* ]] || why "9p on the cloud kernel: $out" || return
-  out=$("${RUNQ[@]}" --rm -e RUNQ_KERNEL=nosuch "$IMAGE" true 2>&1)
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_KERNEL=nosuch "$IMAGE" true 2>&1)
   [[ "$out" == *'guest kernel "nosuch" is not installed'*'installed: '* ]] || why "unknown kernel: $out"
 }

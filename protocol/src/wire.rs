@@ -28,10 +28,11 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// The status a shell (and Docker) reports: N, or 128+S for signal S.
+    /// The guest chooses S: any value maps into 128..=255, never overflows.
     pub fn code(self) -> i32 {
         match self {
             ExitStatus::Exited(c) => c & 0xff,
-            ExitStatus::Signaled(s) => 128 + s,
+            ExitStatus::Signaled(s) => 128 + s.clamp(0, 127),
         }
     }
 }
@@ -332,6 +333,12 @@ mod tests {
     fn exit_codes_follow_the_shell_convention() {
         assert_eq!(ExitStatus::Exited(42).code(), 42);
         assert_eq!(ExitStatus::Signaled(9).code(), 137);
+        assert_eq!(
+            ExitStatus::Signaled(i32::MAX).code(),
+            255,
+            "a guest-chosen signal"
+        );
+        assert_eq!(ExitStatus::Signaled(-5).code(), 128);
     }
 
     /// A peer that answers with another version is refused by name.

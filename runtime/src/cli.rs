@@ -35,6 +35,16 @@ pub struct RuntimeOpts {
     /// vCPUs per VM
     #[arg(long)]
     pub cpu: Option<String>,
+    /// most vCPUs a container may ask for (RUNQ_CPU, --cpus)
+    #[arg(long)]
+    pub max_cpu: Option<String>,
+    /// most guest RAM in MiB a container may ask for (RUNQ_MEM, --memory)
+    #[arg(long)]
+    pub max_mem: Option<String>,
+    /// operator-only RUNQ_* variables a container may set after all,
+    /// comma separated (RUNQ_ACCEL, RUNQ_SHARE, RUNQ_KERNEL, ...)
+    #[arg(long)]
+    pub allow_env: Option<String>,
     /// guest RAM in MiB (minimum 64)
     #[arg(long)]
     pub mem: Option<String>,

@@ -17,8 +17,33 @@ pub const MAX_CPUS: u32 = 255;
 /// 1 TiB: anything beyond is a typo, not a container.
 pub const MAX_MEM_MIB: u32 = 1 << 20;
 
+/// Variables only the operator may set (runtime options in daemon.json):
+/// each one can lower the isolation (TCG, QEMU's in-process 9p server,
+/// free-form CPU properties, another kernel, another arch's emulator, a
+/// host device), and an image's `ENV` sets them as easily as the user.
+/// `--allow-env` lets containers set them anyway.
+pub const OPERATOR_ONLY: &[&str] = &[
+    "RUNQ_ACCEL",
+    "RUNQ_SHARE",
+    "RUNQ_CPUARGS",
+    "RUNQ_KERNEL",
+    "RUNQ_GUEST_ARCH",
+    "RUNQ_APUUID",
+];
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OptionError {
+    #[error("{0} may only be set by the operator (the runtime's options in daemon.json; --allow-env {0} lets containers set it)")]
+    OperatorOnly(String),
+    #[error("--allow-env {0:?}: not one of the operator-only variables ({list})", list = OPERATOR_ONLY.join(", "))]
+    AllowEnv(String),
+    #[error("{setting}={value}: above the container's limit of {limit} ({by})")]
+    AboveLimit {
+        setting: String,
+        value: u32,
+        limit: u32,
+        by: String,
+    },
     #[error("{setting}={value:?}: not a number of vCPUs between 1 and {MAX_CPUS}")]
     Cpus { setting: String, value: String },
     #[error("{setting}={value:?}: not a number of MiB between {MIN_MEM_MIB} and {MAX_MEM_MIB}")]
@@ -281,33 +306,119 @@ fn parse_in_range(v: &str, lo: u32, hi: u32) -> Option<u32> {
         .filter(|n| (lo..=hi).contains(n))
 }
 
+/// Refuse operator-only variables in the container's environment (even
+/// empty: clearing one would undo the operator's option) unless allowed.
+fn check_operator_only(opts: &RuntimeOpts, env: &[String]) -> Result<(), OptionError> {
+    let allowed: Vec<&str> = opts
+        .allow_env
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if let Some(bad) = allowed.iter().find(|v| !OPERATOR_ONLY.contains(v)) {
+        return Err(OptionError::AllowEnv(bad.to_string()));
+    }
+    match OPERATOR_ONLY
+        .iter()
+        .find(|v| !allowed.contains(v) && env_lookup(env, v).is_some())
+    {
+        Some(v) => Err(OptionError::OperatorOnly(v.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// The ceiling of a size: Docker's own limit of the container, and the
+/// operator's `--max-*` option; the lower one, with who set it.
+fn ceiling(
+    docker: Option<u32>,
+    docker_flag: &str,
+    opt: &Option<String>,
+    opt_name: &str,
+    lo: u32,
+    hi: u32,
+    bad: impl Fn(String, String) -> OptionError,
+) -> Result<Option<(u32, String)>, OptionError> {
+    let operator = match opt.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some((
+            parse_in_range(v, lo, hi).ok_or_else(|| bad(format!("--{opt_name}"), v.into()))?,
+            format!("--{opt_name}"),
+        )),
+    };
+    let docker = docker.map(|d| (d, format!("docker's {docker_flag}")));
+    Ok(match (docker, operator) {
+        (Some(d), Some(o)) => Some(if d.0 <= o.0 { d } else { o }),
+        (d, o) => d.or(o),
+    })
+}
+
+fn within(setting: &str, value: u32, limit: Option<(u32, String)>) -> Result<u32, OptionError> {
+    match limit {
+        Some((limit, by)) if value > limit => Err(OptionError::AboveLimit {
+            setting: setting.to_string(),
+            value,
+            limit,
+            by,
+        }),
+        _ => Ok(value),
+    }
+}
+
 pub fn resolve(
     opts: &RuntimeOpts,
     env: &[String],
     docker: DockerSizing,
 ) -> Result<Settings, OptionError> {
+    check_operator_only(opts, env)?;
     let docker_cpus = docker.cpus().map(|n| Chosen {
         setting: "--cpus".into(),
         value: n.to_string(),
     });
+    let cpu_limit = ceiling(
+        docker.cpus(),
+        "--cpus",
+        &opts.max_cpu,
+        "max-cpu",
+        1,
+        MAX_CPUS,
+        |setting, value| OptionError::Cpus { setting, value },
+    )?;
     let cpus = match layered(env, "RUNQ_CPU", docker_cpus, "cpu", &opts.cpu) {
-        Some(c) => parse_in_range(&c.value, 1, MAX_CPUS).ok_or(OptionError::Cpus {
-            setting: c.setting,
-            value: c.value,
-        })?,
-        None => DEFAULT_CPUS,
+        Some(c) => {
+            let n = parse_in_range(&c.value, 1, MAX_CPUS).ok_or(OptionError::Cpus {
+                setting: c.setting.clone(),
+                value: c.value,
+            })?;
+            within(&c.setting, n, cpu_limit)?
+        }
+        None => DEFAULT_CPUS, // every ceiling is 1 or more
     };
 
     let docker_mem = docker.mem_mib().map(|n| Chosen {
         setting: "--memory".into(),
         value: n.to_string(),
     });
+    let mem_limit = ceiling(
+        docker.mem_mib(),
+        "--memory",
+        &opts.max_mem,
+        "max-mem",
+        MIN_MEM_MIB,
+        MAX_MEM_MIB,
+        |setting, value| OptionError::Mem { setting, value },
+    )?;
     let mem_mib = match layered(env, "RUNQ_MEM", docker_mem, "mem", &opts.mem) {
-        Some(m) => parse_in_range(&m.value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or(OptionError::Mem {
-            setting: m.setting,
-            value: m.value,
-        })?,
-        None => DEFAULT_MEM_MIB,
+        Some(m) => {
+            let n = parse_in_range(&m.value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or(OptionError::Mem {
+                setting: m.setting.clone(),
+                value: m.value,
+            })?;
+            within(&m.setting, n, mem_limit)?
+        }
+        // Below a ceiling, the default shrinks to it.
+        None => mem_limit.map_or(DEFAULT_MEM_MIB, |(l, _)| DEFAULT_MEM_MIB.min(l)),
     };
 
     let accel = match choose(env, "RUNQ_ACCEL", "accel", &opts.accel) {
@@ -486,9 +597,96 @@ mod tests {
         // Docker's flags beat them (--cpus 1.5 needs 2 vCPUs)
         let s = resolve(&o, &[], docker).unwrap();
         assert_eq!((s.cpus, s.mem_mib), (2, 512));
-        // RUNQ_* beats both
-        let s = resolve(&o, &env(&["RUNQ_CPU=3", "RUNQ_MEM=300"]), docker).unwrap();
-        assert_eq!((s.cpus, s.mem_mib), (3, 300));
+        // RUNQ_* beats both, below Docker's limits
+        let s = resolve(&o, &env(&["RUNQ_CPU=1", "RUNQ_MEM=300"]), docker).unwrap();
+        assert_eq!((s.cpus, s.mem_mib), (1, 300));
+    }
+
+    /// Options that let the tests set every variable.
+    fn allow_all() -> RuntimeOpts {
+        RuntimeOpts {
+            allow_env: Some(OPERATOR_ONLY.join(",")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sizes_never_exceed_dockers_limits_or_the_operators() {
+        let docker = DockerSizing {
+            cpu_quota: Some(150_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(512 << 20),
+        };
+        let none = RuntimeOpts::default();
+        let e = resolve(&none, &env(&["RUNQ_MEM=4096"]), docker).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RUNQ_MEM=4096: above the container's limit of 512 (docker's --memory)"
+        );
+        let e = resolve(&none, &env(&["RUNQ_CPU=3"]), docker).unwrap_err();
+        assert!(
+            e.to_string().contains("limit of 2 (docker's --cpus)"),
+            "{e}"
+        );
+        let s = resolve(&none, &env(&["RUNQ_MEM=256", "RUNQ_CPU=2"]), docker).unwrap();
+        assert_eq!((s.mem_mib, s.cpus), (256, 2), "below the limits");
+        // The operator's ceilings hold without Docker's flags too.
+        let mut o = none.clone();
+        o.max_mem = Some("300".into());
+        o.max_cpu = Some("1".into());
+        assert!(resolve(&o, &env(&["RUNQ_MEM=301"]), NO_DOCKER).is_err());
+        assert!(resolve(&o, &env(&["RUNQ_CPU=2"]), NO_DOCKER).is_err());
+        let s = resolve(&o, &[], NO_DOCKER).unwrap();
+        assert_eq!((s.mem_mib, s.cpus), (256, 1));
+        // The lower of the two ceilings names itself; Docker's own --cpus
+        // above --max-cpu is refused too.
+        assert!(resolve(&o, &[], docker)
+            .unwrap_err()
+            .to_string()
+            .contains("--max-cpu"));
+        o.max_cpu = None;
+        let e = resolve(&o, &env(&["RUNQ_MEM=400"]), docker).unwrap_err();
+        assert!(e.to_string().contains("limit of 300 (--max-mem)"), "{e}");
+        o.max_mem = Some("200".into());
+        assert_eq!(
+            resolve(&o, &[], NO_DOCKER).unwrap().mem_mib,
+            200,
+            "default shrinks"
+        );
+        o.max_mem = Some("lots".into());
+        assert!(resolve(&o, &[], NO_DOCKER).is_err());
+    }
+
+    #[test]
+    fn operator_only_variables_are_refused_unless_allowed() {
+        for var in OPERATOR_ONLY {
+            for value in ["tcg", ""] {
+                let e = resolve(
+                    &RuntimeOpts::default(),
+                    &env(&[&format!("{var}={value}")]),
+                    NO_DOCKER,
+                )
+                .unwrap_err();
+                assert_eq!(e, OptionError::OperatorOnly(var.to_string()));
+            }
+        }
+        let mut o = RuntimeOpts {
+            allow_env: Some("RUNQ_KERNEL, RUNQ_ACCEL".into()),
+            ..Default::default()
+        };
+        let s = resolve(
+            &o,
+            &env(&["RUNQ_KERNEL=debian", "RUNQ_ACCEL=tcg"]),
+            NO_DOCKER,
+        )
+        .unwrap();
+        assert_eq!((s.kernel.as_str(), s.accel), ("debian", Accel::Tcg));
+        assert!(resolve(&o, &env(&["RUNQ_SHARE=9p"]), NO_DOCKER).is_err());
+        o.allow_env = Some("RUNQ_MEM".into());
+        assert_eq!(
+            resolve(&o, &[], NO_DOCKER).unwrap_err(),
+            OptionError::AllowEnv("RUNQ_MEM".into())
+        );
     }
 
     #[test]
@@ -501,7 +699,7 @@ mod tests {
     #[test]
     fn last_env_entry_wins() {
         let s = resolve(
-            &RuntimeOpts::default(),
+            &allow_all(),
             &env(&["RUNQ_MEM=100", "RUNQ_MEM=200"]),
             NO_DOCKER,
         )
@@ -511,7 +709,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = resolve(&RuntimeOpts::default(), &env(&["RUNQ_MEM=12x"]), NO_DOCKER).unwrap_err();
+        let e = resolve(&allow_all(), &env(&["RUNQ_MEM=12x"]), NO_DOCKER).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RUNQ_MEM=\"12x\": not a number of MiB between 64 and 1048576"
@@ -524,49 +722,34 @@ mod tests {
             memory_limit: Some(6 << 20),
             ..NO_DOCKER
         };
-        let e = resolve(&RuntimeOpts::default(), &[], docker).unwrap_err();
+        let e = resolve(&allow_all(), &[], docker).unwrap_err();
         assert!(e.to_string().starts_with("--memory=\"6\""), "{e}");
-        let e = resolve(
-            &RuntimeOpts::default(),
-            &env(&["RUNQ_ACCEL=xen"]),
-            NO_DOCKER,
-        )
-        .unwrap_err();
+        let e = resolve(&allow_all(), &env(&["RUNQ_ACCEL=xen"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::Accel { .. }));
-        let e = resolve(
-            &RuntimeOpts::default(),
-            &env(&["RUNQ_SHARE=nfs"]),
-            NO_DOCKER,
-        )
-        .unwrap_err();
+        let e = resolve(&allow_all(), &env(&["RUNQ_SHARE=nfs"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::Share { .. }));
         for (var, want) in [
             ("RUNQ_9PCACHE=fast", "9p cache must be"),
             ("RUNQ_KERNEL=../x", "a kernel name is"),
             ("RUNQ_ROOTDISK=a/b", "not a runq disk id"),
         ] {
-            let e = resolve(&RuntimeOpts::default(), &env(&[var]), NO_DOCKER).unwrap_err();
+            let e = resolve(&allow_all(), &env(&[var]), NO_DOCKER).unwrap_err();
             assert!(e.to_string().contains(want), "{var}: {e}");
         }
         let e = resolve(
-            &RuntimeOpts::default(),
+            &allow_all(),
             &env(&["RUNQ_ROOTDISK=r", "RUNQ_ROOTDISK_EXCLUDE=/var/cache,tmp"]),
             NO_DOCKER,
         )
         .unwrap_err();
         assert!(matches!(e, OptionError::RootDiskExclude(_)));
-        let e = resolve(
-            &RuntimeOpts::default(),
-            &env(&["RUNQ_TMPFS=/a,../b"]),
-            NO_DOCKER,
-        )
-        .unwrap_err();
+        let e = resolve(&allow_all(), &env(&["RUNQ_TMPFS=/a,../b"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::Tmpfs { .. }));
     }
 
     #[test]
     fn share_kernel_and_rootdisk_settings() {
-        let d = resolve(&RuntimeOpts::default(), &[], NO_DOCKER).unwrap();
+        let d = resolve(&allow_all(), &[], NO_DOCKER).unwrap();
         assert_eq!(
             (d.share, d.ninep_cache, d.kernel.as_str(), d.rootdisk),
             (Share::Virtiofs, NinePCache::Mmap, DEFAULT_KERNEL, None)
@@ -575,7 +758,7 @@ mod tests {
             share: Some("9p".into()),
             ninep_cache: Some("loose".into()),
             kernel: Some("debian".into()),
-            ..Default::default()
+            ..allow_all()
         };
         let s = resolve(
             &o,
@@ -608,36 +791,22 @@ mod tests {
             "s390x"
         };
         let var = format!("RUNQ_GUEST_ARCH={foreign}");
-        let s = resolve(&RuntimeOpts::default(), &env(&[&var]), NO_DOCKER).unwrap();
+        let s = resolve(&allow_all(), &env(&[&var]), NO_DOCKER).unwrap();
         assert_eq!(s.accel, Accel::Tcg);
         assert_eq!(s.guest_arch.map(GuestArch::as_str), Some(foreign));
-        let e = resolve(
-            &RuntimeOpts::default(),
-            &env(&[&var, "RUNQ_ACCEL=kvm"]),
-            NO_DOCKER,
-        )
-        .unwrap_err();
+        let e = resolve(&allow_all(), &env(&[&var, "RUNQ_ACCEL=kvm"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::ForeignArchNeedsTcg { .. }));
         let native = format!("RUNQ_GUEST_ARCH={}", GuestArch::host().as_str());
-        let s = resolve(&RuntimeOpts::default(), &env(&[&native]), NO_DOCKER).unwrap();
+        let s = resolve(&allow_all(), &env(&[&native]), NO_DOCKER).unwrap();
         assert_eq!((s.guest_arch, s.accel), (None, Accel::Auto));
-        let e = resolve(
-            &RuntimeOpts::default(),
-            &env(&["RUNQ_GUEST_ARCH=mips"]),
-            NO_DOCKER,
-        )
-        .unwrap_err();
+        let e = resolve(&allow_all(), &env(&["RUNQ_GUEST_ARCH=mips"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::GuestArch { .. }));
     }
 
     #[test]
     fn apuuid_is_a_uuid_for_s390x_guests() {
         let u = "RUNQ_APUUID=E2A4C3B0-4f6a-4c3e-9a52-1d0b1c2d3e4f";
-        let s = resolve(
-            &RuntimeOpts::default(),
-            &env(&[u, "RUNQ_GUEST_ARCH=s390x"]),
-            NO_DOCKER,
-        );
+        let s = resolve(&allow_all(), &env(&[u, "RUNQ_GUEST_ARCH=s390x"]), NO_DOCKER);
         if GuestArch::host() == GuestArch::S390x {
             assert!(s.is_ok());
         } else {
@@ -645,11 +814,11 @@ mod tests {
                 s.unwrap().apuuid.as_deref(),
                 Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f")
             );
-            let e = resolve(&RuntimeOpts::default(), &env(&[u]), NO_DOCKER).unwrap_err();
+            let e = resolve(&allow_all(), &env(&[u]), NO_DOCKER).unwrap_err();
             assert_eq!(e, OptionError::ApNotS390x);
         }
         let e = resolve(
-            &RuntimeOpts::default(),
+            &allow_all(),
             &env(&["RUNQ_APUUID=e2a4c3b0-4f6a", "RUNQ_GUEST_ARCH=s390x"]),
             NO_DOCKER,
         )
@@ -667,12 +836,7 @@ mod tests {
         assert!(s.runqenv && !s.systemd);
         let s = resolve(&on, &env(&["RUNQ_RUNQENV=", "RUNQ_SYSTEMD=1"]), NO_DOCKER).unwrap();
         assert!(!s.runqenv && s.systemd);
-        let s = resolve(
-            &RuntimeOpts::default(),
-            &env(&["RUNQ_RUNQENV=true"]),
-            NO_DOCKER,
-        )
-        .unwrap();
+        let s = resolve(&allow_all(), &env(&["RUNQ_RUNQENV=true"]), NO_DOCKER).unwrap();
         assert!(s.runqenv);
         let e = resolve(&on, &env(&["RUNQ_SYSTEMD=yes"]), NO_DOCKER).unwrap_err();
         assert_eq!(
@@ -699,7 +863,7 @@ mod tests {
             "RUNQ_DNS_OPTS=timeout:7,ndots:1",
             "RUNQ_DNS_SEARCH=foo.com,bar.org",
         ]);
-        let s = resolve(&RuntimeOpts::default(), &e, NO_DOCKER).unwrap();
+        let s = resolve(&allow_all(), &e, NO_DOCKER).unwrap();
         assert_eq!(
             s.resolv_conf.as_deref(),
             Some("# Generated by RunQ\noptions timeout:7 ndots:1\nsearch foo.com bar.org\nnameserver 1.2.3.4\nnameserver 5.5.5.5\n")
@@ -723,9 +887,7 @@ mod tests {
         let s = resolve(&o, &env(&["RUNQ_DNS_PRESERVE=1"]), NO_DOCKER).unwrap();
         assert_eq!(s.resolv_conf, None);
         assert_eq!(
-            resolve(&RuntimeOpts::default(), &[], NO_DOCKER)
-                .unwrap()
-                .resolv_conf,
+            resolve(&allow_all(), &[], NO_DOCKER).unwrap().resolv_conf,
             None
         );
     }
@@ -733,7 +895,7 @@ mod tests {
     #[test]
     fn bad_nameserver_is_refused_by_name() {
         let e = resolve(
-            &RuntimeOpts::default(),
+            &allow_all(),
             &env(&["RUNQ_DNS=8.8.8.8,dns.example"]),
             NO_DOCKER,
         )

@@ -4,6 +4,8 @@
 IMAGE=${IMAGE:-runq-test/busybox:latest}
 RUNQ=(docker run --runtime runq)
 RUNC=(docker run --runtime runc)
+# runq whose operator lets containers set the operator-only RUNQ_* (test/run)
+RUNQ_ENV=(docker run --runtime runq-env)
 
 _reason=""
 why() { _reason="$*"; return 1; }

@@ -1,0 +1,90 @@
+# Security II: the operator's limits are ceilings. Docker's --memory and
+# --cpus (and the runtime's --max-mem/--max-cpu) bound what RUNQ_MEM and
+# RUNQ_CPU may ask for, and the operator-only RUNQ_* variables are refused
+# when the container (its image's ENV included) sets them.
+
+# env_image NAME ENV...: the test image with ENV lines of an image author.
+env_image() {
+  local name=$1 c rc
+  shift
+  docker image inspect "$name" >/dev/null 2>&1 && return 0
+  c=$(docker create "$IMAGE" true) || return 1
+  local changes=()
+  for e in "$@"; do changes+=(-c "ENV $e"); done
+  docker export "$c" | docker import "${changes[@]}" -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' - "$name" >/dev/null
+  rc=$?
+  docker rm "$c" >/dev/null
+  return $rc
+}
+
+# The memory limit in bytes of a running container's cgroup (v2, or v1's
+# memory controller).
+cgroup_memory_limit() {
+  local pid path
+  pid=$(docker inspect -f '{{.State.Pid}}' "$1") || return 1
+  if path=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup") && [ -n "$path" ]; then
+    cat "/sys/fs/cgroup/memory$path/memory.limit_in_bytes"
+  else
+    path=$(awk -F: '$1 == 0 {print $3}' "/proc/$pid/cgroup")
+    cat "/sys/fs/cgroup$path/memory.max"
+  fi
+}
+
+test_limits_runq_mem_above_docker_memory_is_refused() {
+  local out before
+  before=$(vm_processes)
+  out=$("${RUNQ[@]}" --rm -m 512m -e RUNQ_MEM=4096 "$IMAGE" true 2>&1) && why "docker run succeeded" && return 1
+  [[ "$out" == *'RUNQ_MEM=4096: above the container'"'"'s limit of 512 (docker'"'"'s --memory)'* ]] || why "message: $out" || return
+  expect_eq "processes left behind" "$before" "$(vm_processes)"
+}
+
+test_limits_image_env_cannot_raise_the_memory_or_cpus() {
+  env_image runq-test/bigmem RUNQ_MEM=4096 RUNQ_CPU=8 || why "building the image failed" || return
+  local out
+  out=$("${RUNQ[@]}" --rm -m 512m runq-test/bigmem true 2>&1) && why "docker run succeeded" && return 1
+  [[ "$out" == *"RUNQ_MEM=4096: above the container's limit of 512"* ]] || why "message: $out" || return
+  out=$("${RUNQ[@]}" --rm --cpus 2 -m 1g runq-test/bigmem true 2>&1) && why "docker run succeeded" && return 1
+  [[ "$out" == *"RUNQ_CPU=8: above the container's limit of 2 (docker's --cpus)"* ]] || why "message: $out"
+}
+
+test_limits_cgroup_is_the_vm_size_plus_the_overhead() {
+  local c max mem
+  c=$(cname cg)
+  "${RUNQ[@]}" -d --name "$c" -m 512m "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
+  wait_log "$c" ready 90 || return
+  max=$(cgroup_memory_limit "$c") || why "no memory cgroup for $c" || return
+  mem=$(docker exec "$c" awk '/MemTotal/ {print $2}' /proc/meminfo)
+  echo "  cgroup memory.max $((max >> 20)) MiB, guest MemTotal $((mem >> 10)) MiB"
+  # 512 MiB of guest RAM + 128 MiB (QEMU, helpers) + 32 MiB (TCG cache)
+  in_range "cgroup memory.max (MiB)" $((max >> 20)) 512 $((512 + 160)) || return
+  in_range "guest MemTotal (MiB)" $((mem >> 10)) 400 512
+}
+
+test_limits_guest_out_of_memory_ends_only_its_container() {
+  local other hog out
+  other=$(cname other) hog=$(cname hog)
+  "${RUNQ[@]}" -d --name "$other" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
+  wait_log "$other" ready 90 || return
+  # More than the guest has, in a tmpfs the guest cannot swap out.
+  out=$("${RUNQ[@]}" --name "$hog" -m 256m --tmpfs /big:size=1g "$IMAGE" \
+    sh -c 'dd if=/dev/zero of=/big/f bs=1M count=600 2>/dev/null; echo survived' 2>&1)
+  local rc=$?
+  [ "$rc" -ne 0 ] || [[ "$out" != *survived* ]] || why "600 MiB fit in a 256 MiB guest: $out" || return
+  expect_eq "the other container" "running" "$(docker inspect -f '{{.State.Status}}' "$other")" || return
+  out=$(docker exec "$other" echo alive 2>&1)
+  expect_eq "exec into the other container" "alive" "$out"
+}
+
+test_limits_operator_only_variables_from_the_image_are_refused() {
+  local var out
+  for var in RUNQ_ACCEL=tcg RUNQ_SHARE=9p RUNQ_CPUARGS=max RUNQ_KERNEL=debian RUNQ_GUEST_ARCH=x86_64; do
+    local img
+    img=$(echo "runq-test/env-${var%%=*}" | tr 'A-Z_' 'a-z-')
+    env_image "$img" "$var" || why "building $img failed" || return
+    out=$("${RUNQ[@]}" --rm "$img" true 2>&1) && why "$var from the image was accepted" && return 1
+    [[ "$out" == *"${var%%=*} may only be set by the operator"* ]] || why "$var: message: $out" || return
+    # The operator allows them on runtime runq-env.
+    out=$("${RUNQ_ENV[@]}" --rm "$img" echo ok 2>&1)
+    expect_eq "$var allowed by --allow-env" "ok" "$out" || return
+  done
+}
