@@ -207,8 +207,14 @@ test_escape_host_side_processes_run_confined() {
   fsd=$(pgrep -P "$proxy" -x virtiofsd | head -1)
   vsock=$(pgrep -P "$proxy" -x vhost-device-vs | head -1)
   [ -n "$qemu" ] && [ -n "$fsd" ] && [ -n "$vsock" ] || why "helpers not found under proxy $proxy: qemu=$qemu virtiofsd=$fsd vsock=$vsock" || return
+  # An exec's proxy, alive while its process runs (runc has started it
+  # when docker exec -d returns).
+  docker exec -d "$c" sleep 120 || why "docker exec -d failed" || return
+  local ex
+  ex=$(pgrep -n -f '^/usr/bin/runq-proxy exec')
+  [ -n "$ex" ] || why "no exec proxy found" || return
   local p name uid capeff seccomp nnp table=""
-  for p in "proxy:$proxy" "qemu:$qemu" "virtiofsd:$fsd" "vsock:$vsock"; do
+  for p in "proxy:$proxy" "qemu:$qemu" "virtiofsd:$fsd" "vsock:$vsock" "exec:$ex"; do
     name=${p%%:*} pid=${p#*:}
     uid=$(status_of "$pid" Uid | awk '{print $2}')
     capeff=$(status_of "$pid" CapEff)
@@ -223,7 +229,7 @@ test_escape_host_side_processes_run_confined() {
   [ "$fsroot" = "$(stat -c %i "/proc/$proxy/root/rootfs/")" ] ||
     why "virtiofsd's root is not the shared rootfs (inode $fsroot)" || return
   expect_eq "proxy, qemu, virtiofsd, vsock (uid capeff seccomp nnp)" \
-    "proxy uid=0 capeff=0000000000000020 seccomp=2 nnp=1; qemu uid=2147483646 capeff=0000000000000000 seccomp=2 nnp=1; virtiofsd uid=0 capeff=00000000880000db seccomp=2 nnp=1; vsock uid=0 capeff=0000000000000000 seccomp=2 nnp=1; " \
+    "proxy uid=0 capeff=0000000000000020 seccomp=2 nnp=1; qemu uid=2147483646 capeff=0000000000000000 seccomp=2 nnp=1; virtiofsd uid=0 capeff=00000000880000db seccomp=2 nnp=1; vsock uid=0 capeff=0000000000000000 seccomp=2 nnp=1; exec uid=0 capeff=0000000000000000 seccomp=2 nnp=1; " \
     "$table"
 }
 
@@ -243,4 +249,72 @@ test_escape_qemu_standin_gets_eperm_for_the_host_reaching_calls() {
   echo "  $line"
   [[ "$line" == *"open_by_handle_at=EPERM mknod=EPERM mount=EPERM uid=2147483646 "*"capeff=0000000000000000 seccomp=2 nnp=1"* ]] ||
     why "the stand-in was not confined: $line"
+}
+
+# system_volume_image NAME: an image whose VOLUMEs sit where Docker's
+# system mounts are, filled by Docker from the image: /dev holds
+# mqueue -> /usr, and /usr/bin/runq-proxy is a would-be proxy.
+system_volume_image() {
+  docker image inspect "$1" >/dev/null 2>&1 && return 0
+  local root rc
+  root=$(mktemp -d)
+  mkdir -p "$root"/{bin,usr/bin,dev,proc,sys,etc,tmp}
+  cp /bin/busybox "$root/bin/busybox" && cp /bin/busybox "$root/usr/bin/runq-proxy"
+  for a in sh uname cat ls; do ln -s busybox "$root/bin/$a"; done
+  : >"$root/dev/null"
+  ln -s /usr "$root/dev/mqueue"
+  ln -s /etc "$root/dev/pts"
+  echo /bin/busybox >"$root/etc/ld.so.preload"
+  tar -C "$root" -c . | docker import -c 'VOLUME ["/dev", "/dev/mqueue", "/dev/pts"]' -c 'ENV PATH=/bin:/usr/bin' - "$1" >/dev/null
+  rc=$?
+  rm -rf "$root"
+  return $rc
+}
+
+test_escape_volumes_at_dockers_system_mount_paths_never_reach_the_host() {
+  local img=runq-test/sysvol before out
+  system_volume_image "$img" || why "building $img failed" || return
+  before=$(tree_print)
+  out=$("${RUNQ[@]}" --rm "$img" uname -r 2>&1) || why "docker run failed: $out" || return
+  [ "$out" != "$(uname -r)" ] || why "the workload ran on the host kernel" || return
+  expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)" || return
+  # The same with -v: a volume at /dev holding pts -> /usr, one at
+  # /dev/pts holding bin/runq-proxy.
+  local w x
+  w=$(mktemp -d) x=$(hostile_dir)
+  ln -s /usr "$w/pts" && : >"$w/null" && mkdir "$x/bin" && cp /bin/busybox "$x/bin/runq-proxy"
+  out=$("${RUNQ[@]}" --rm -v "$w:/dev" -v "$x:/dev/pts" -v "$w:/sys" "$IMAGE" uname -r 2>&1)
+  local rc=$?
+  rm -rf "$w" "$x"
+  [ $rc -eq 0 ] || why "docker run with -v at /dev, /dev/pts, /sys failed: $out" || return
+  [ "$out" != "$(uname -r)" ] || why "the workload ran on the host kernel" || return
+  expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
+}
+
+test_escape_a_link_swapped_in_a_shared_volume_during_the_start_stays_harmless() {
+  # Another container's guest (played by a host process on the volume's
+  # directory) swaps sub <-> lnk -> /usr while the victim starts with a
+  # mount below sub: runc may then walk the link, but only inside the
+  # proxy's own root, where everything read is mounted afterwards.
+  local v x before pid i out kernel=0 failed=0
+  v=$(mktemp -d) x=$(hostile_dir)
+  mkdir "$v/sub" "$x/bin" && ln -s /usr "$v/lnk" && cp /bin/busybox "$x/bin/runq-proxy"
+  gcc -static -O2 -o /tmp/runq-swapper.$$ test/lib/swapper.c || { rm -rf "$v" "$x"; why "building the swapper failed"; return; }
+  before=$(tree_print)
+  /tmp/runq-swapper.$$ "$v" &
+  pid=$!
+  for i in $(seq 10); do
+    if out=$("${RUNQ[@]}" --rm -v "$v:/data" -v "$x:/data/sub" "$IMAGE" uname -r 2>&1); then
+      [ "$out" != "$(uname -r)" ] || { kill "$pid"; rm -rf "$v" "$x" /tmp/runq-swapper.$$; why "run $i: the workload ran on the host kernel"; return; }
+      kernel=$((kernel + 1))
+    else
+      [[ "$out" != *"applet not found"* ]] || { kill "$pid"; rm -rf "$v" "$x" /tmp/runq-swapper.$$; why "run $i: the volume's runq-proxy ran: $out"; return; }
+      failed=$((failed + 1))
+    fi
+  done
+  kill "$pid"
+  wait "$pid" 2>/dev/null
+  rm -rf "$v" "$x" /tmp/runq-swapper.$$
+  echo "  10 starts under the swap: $kernel ran in the VM, $failed refused by runc"
+  expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
 }

@@ -88,3 +88,56 @@ test_limits_operator_only_variables_from_the_image_are_refused() {
     expect_eq "$var allowed by --allow-env" "ok" "$out" || return
   done
 }
+
+test_limits_cpuargs_host_is_refused_without_kvm() {
+  if [ -e /dev/kvm ] && ! grep -q kvm_pvm /proc/modules 2>/dev/null && [ ! -e /sys/module/kvm_pvm ]; then
+    skip "KVM may run guests on this host; the refusal is for hosts where guests run under TCG"
+    return
+  fi
+  local out
+  out=$("${RUNQ_ENV[@]}" --rm -e RUNQ_CPUARGS=host "$IMAGE" true 2>&1) && why "docker run succeeded" && return 1
+  [[ "$out" == *"--cpuargs host needs KVM, and guests run under TCG here"* ]] || why "message: $out"
+}
+
+# hostile_guest MODE: docker run through runtime runq-standin, whose tree
+# (a hard-linked copy) boots test/lib/hostile-init.c as the guest's init in
+# MODE; prints docker run's output and ends with "rc=N".
+hostile_guest() {
+  local tree=/var/lib/runq/standin-tree dir out rc
+  dir=$(mktemp -d)
+  gcc -static -O2 -o "$dir/init" test/lib/hostile-init.c || { rm -rf "$dir"; return 1; }
+  echo "$1" >"$dir/mode"
+  rm -rf "$tree" && cp -al /var/lib/runq/qemu "$tree" || { rm -rf "$dir"; return 1; }
+  local k
+  k=$(readlink -f "$tree/kernels/default")
+  rm -f "$k/initrd" && (cd "$dir" && printf 'init\nmode\n' | cpio -o -H newc --quiet) >"$k/initrd"
+  out=$(timeout 120 docker run --runtime runq-standin --rm "$IMAGE" true 2>&1)
+  rc=$?
+  rm -rf "$tree" "$dir"
+  printf '%s\nrc=%s\n' "$out" "$rc"
+}
+
+test_limits_hostile_guest_frames_end_only_its_own_container() {
+  local other mode out want
+  other=$(cname other)
+  "${RUNQ[@]}" -d --name "$other" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
+  wait_log "$other" ready 90 || return
+  for mode in oversized malformed hostonly signal; do
+    out=$(hostile_guest "$mode") || why "setting up the hostile guest ($mode) failed" || return
+    case $mode in
+      oversized) want="runq: the guest broke the control protocol: frame of 2147483647 bytes exceeds the 131072-byte limit" ;;
+      malformed) want="runq: the guest broke the control protocol: undecodable frame" ;;
+      hostonly) want="runq: the guest sent Stdin, which only the host sends" ;;
+      signal) want="" ;;
+    esac
+    echo "  $mode: $(echo "$out" | tr '\n' ' ')"
+    if [ "$mode" = signal ]; then
+      expect_eq "exit status of Signaled(i32::MAX)" "rc=255" "$(tail -n1 <<<"$out")" || return
+    else
+      [[ "$(head -n1 <<<"$out")" == "$want"* ]] || why "$mode: expected [$want...], got [$out]" || return
+      expect_eq "$mode: lines of output" 2 "$(wc -l <<<"$out")" || return
+      [[ "$(tail -n1 <<<"$out")" != "rc=0" ]] || why "$mode: docker run succeeded" || return
+    fi
+  done
+  expect_eq "exec into the other container" "alive" "$(docker exec "$other" echo alive 2>&1)"
+}

@@ -8,6 +8,7 @@
 
 pub mod bpf;
 pub mod exec_args;
+pub mod image;
 pub mod resolve;
 pub mod spec;
 pub mod wire;

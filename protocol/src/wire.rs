@@ -19,6 +19,11 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// Size of the stdio chunks senders put in one frame.
 pub const MAX_DATA_CHUNK: usize = 64 << 10;
 
+/// The largest frame the host accepts from the guest: output chunks and
+/// short reports only (a `Start`, the one large message, goes the other
+/// way). A bigger length prefix ends the container before any allocation.
+pub const MAX_GUEST_FRAME: usize = 2 * MAX_DATA_CHUNK;
+
 /// How the workload ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
@@ -71,6 +76,25 @@ pub enum Msg {
         code: i32,
         message: String,
     },
+}
+
+impl Msg {
+    /// The message's name, for log lines (never its guest-written payload).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "Hello",
+            Msg::Start(_) => "Start",
+            Msg::Exec(_) => "Exec",
+            Msg::Stdin(_) => "Stdin",
+            Msg::StdinEof => "StdinEof",
+            Msg::Signal(_) => "Signal",
+            Msg::Resize { .. } => "Resize",
+            Msg::Stdout(_) => "Stdout",
+            Msg::Stderr(_) => "Stderr",
+            Msg::Exit(_) => "Exit",
+            Msg::Failed { .. } => "Failed",
+        }
+    }
 }
 
 /// What the guest needs to start the workload.
@@ -149,8 +173,8 @@ pub struct ExecRequest {
 pub enum WireError {
     #[error("control connection I/O failed: {0}")]
     Io(#[from] io::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
     #[error("protocol version mismatch: this side speaks {ours}, the other {theirs} (host and guest binaries from different builds?)")]
@@ -163,7 +187,10 @@ pub enum WireError {
 pub fn encode(msg: &Msg) -> Result<Vec<u8>, WireError> {
     let payload = postcard::to_stdvec(msg)?;
     if payload.len() > MAX_FRAME {
-        return Err(WireError::TooLarge(payload.len()));
+        return Err(WireError::TooLarge {
+            len: payload.len(),
+            max: MAX_FRAME,
+        });
     }
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -185,6 +212,12 @@ pub fn write_msg<W: Write>(w: &mut W, msg: &Msg) -> Result<(), WireError> {
 
 /// Read one message; `Ok(None)` on a clean EOF between frames.
 pub fn read_msg<R: Read>(r: &mut R) -> Result<Option<Msg>, WireError> {
+    read_msg_max(r, MAX_FRAME)
+}
+
+/// Read one message of at most `max` bytes (the host reads the guest's
+/// with [`MAX_GUEST_FRAME`]).
+pub fn read_msg_max<R: Read>(r: &mut R, max: usize) -> Result<Option<Msg>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -192,8 +225,8 @@ pub fn read_msg<R: Read>(r: &mut R) -> Result<Option<Msg>, WireError> {
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
     }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload)?;
@@ -208,7 +241,7 @@ pub fn handshake<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
             version: crate::PROTOCOL_VERSION,
         },
     )?;
-    match read_msg(s)? {
+    match read_msg_max(s, MAX_GUEST_FRAME)? {
         Some(Msg::Hello { version }) if version == crate::PROTOCOL_VERSION => Ok(()),
         Some(Msg::Hello { version }) => Err(WireError::Version {
             ours: crate::PROTOCOL_VERSION,
@@ -306,7 +339,50 @@ mod tests {
     #[test]
     fn oversized_length_is_refused_before_allocating() {
         let mut r = Cursor::new(((MAX_FRAME + 1) as u32).to_le_bytes().to_vec());
-        assert!(matches!(read_msg(&mut r), Err(WireError::TooLarge(_))));
+        assert!(matches!(read_msg(&mut r), Err(WireError::TooLarge { .. })));
+    }
+
+    /// The bytes test/lib/hostile-init.c writes by hand.
+    #[test]
+    fn encodings_the_hostile_test_guest_spells_out() {
+        let payload = |m: &Msg| encode(m).unwrap()[4..].to_vec();
+        assert_eq!(
+            payload(&Msg::Hello {
+                version: crate::PROTOCOL_VERSION
+            }),
+            [0x00, 0x02]
+        );
+        assert_eq!(
+            payload(&Msg::Stdin(b"hi".to_vec())),
+            [0x03, 0x02, b'h', b'i']
+        );
+        assert_eq!(
+            payload(&Msg::Exit(ExitStatus::Signaled(i32::MAX))),
+            [0x09, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f]
+        );
+        assert!(decode(&[0x7f, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn the_guests_frames_are_held_to_the_guest_limit() {
+        // A full output chunk passes; a frame one byte over the limit is
+        // refused from its length prefix alone (nothing else was sent).
+        let chunk = encode(&Msg::Stdout(vec![7; MAX_DATA_CHUNK])).unwrap();
+        let got = read_msg_max(&mut Cursor::new(chunk), MAX_GUEST_FRAME).unwrap();
+        assert!(matches!(got, Some(Msg::Stdout(d)) if d.len() == MAX_DATA_CHUNK));
+        let mut r = Cursor::new(((MAX_GUEST_FRAME + 1) as u32).to_le_bytes().to_vec());
+        let e = read_msg_max(&mut r, MAX_GUEST_FRAME).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "frame of {} bytes exceeds the {MAX_GUEST_FRAME}-byte limit",
+                MAX_GUEST_FRAME + 1
+            )
+        );
+        // A Start (host -> guest) may be far larger.
+        let big = encode(&Msg::Stdin(vec![0; MAX_GUEST_FRAME * 4])).unwrap();
+        assert!(read_msg(&mut Cursor::new(big)).unwrap().is_some());
+        assert_eq!(Msg::Stdin(vec![1, 2]).kind(), "Stdin");
     }
 
     #[test]

@@ -7,25 +7,65 @@
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use runq_protocol::{DNS_PORT, DOCKER_DNS};
 
+/// Relayed streams at once (two threads each): a guest opening more gets
+/// the excess closed at once, never a proxy without threads.
+pub const MAX_RELAYS: usize = 32;
+/// A stream that carries nothing for this long is closed (a DNS-over-TCP
+/// answer takes milliseconds).
+const IDLE: Duration = Duration::from_secs(10);
+
 /// Listen where the vsock backend delivers the guest's calls to port
 /// [`DNS_PORT`].
 pub fn serve(vsock_uds: &str) -> Result<()> {
     let listener = UnixListener::bind(format!("{vsock_uds}_{DNS_PORT}"))
         .context("binding the DNS relay socket")?;
-    thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let _ = splice_to_docker_dns(conn);
-            });
-        }
-    });
+    thread::Builder::new()
+        .name("dns-relay".into())
+        .spawn(move || accept_loop(listener))
+        .context("starting the DNS relay")?;
     Ok(())
+}
+
+fn accept_loop(listener: UnixListener) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming().flatten() {
+        let Some(slot) = Slot::take(&active) else {
+            continue; // over the cap: dropped, so closed
+        };
+        // A thread that cannot be had is a refused stream too.
+        let _ = thread::Builder::new().spawn(move || {
+            let _slot = slot;
+            let _ = splice_to_docker_dns(conn);
+        });
+    }
+}
+
+/// One of the [`MAX_RELAYS`] places, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(active: &Arc<AtomicUsize>) -> Option<Slot> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_RELAYS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(active.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn splice_to_docker_dns(guest: UnixStream) -> io::Result<()> {
@@ -34,14 +74,33 @@ fn splice_to_docker_dns(guest: UnixStream) -> io::Result<()> {
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
     let dns = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    guest.set_read_timeout(Some(IDLE))?;
+    dns.set_read_timeout(Some(IDLE))?;
     let (mut g_in, mut d_out) = (guest.try_clone()?, dns.try_clone()?);
-    let up = thread::spawn(move || {
+    let up = thread::Builder::new().spawn(move || {
         let _ = io::copy(&mut g_in, &mut d_out);
         let _ = d_out.shutdown(Shutdown::Write);
-    });
+    })?;
     let (mut d_in, mut g_out) = (dns, guest);
     let _ = io::copy(&mut d_in, &mut g_out);
     let _ = g_out.shutdown(Shutdown::Write);
     let _ = up.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relays_are_capped_and_places_come_back() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<Slot> = (0..MAX_RELAYS)
+            .map(|_| Slot::take(&active).unwrap())
+            .collect();
+        assert!(Slot::take(&active).is_none(), "one over the cap");
+        drop(slots);
+        assert_eq!(active.load(Ordering::Acquire), 0);
+        assert!(Slot::take(&active).is_some());
+    }
 }

@@ -13,6 +13,17 @@ use crate::relay::{self, Relay};
 use crate::vm::VSOCK_UDS;
 
 pub fn run(args: &[String]) -> Result<i32> {
+    // The container's strict filter from the start (runc gives an exec'd
+    // process no capabilities here, and no filter: the container's
+    // profile is the workload's, in the guest).
+    // (A container made by an older runq has none in its vm.json.)
+    let vm = crate::load_spec()?;
+    if !vm.host_filters.strict.is_empty() {
+        runq_protocol::bpf::install_all_threads(&runq_protocol::bpf::unpack(
+            &vm.host_filters.strict,
+        ))
+        .context("installing the exec proxy's seccomp filter")?;
+    }
     let env: Vec<String> = std::env::vars_os()
         .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
         .collect();

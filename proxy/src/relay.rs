@@ -60,7 +60,7 @@ pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let code = loop {
-        match wire::read_msg(&mut reader) {
+        match wire::read_msg_max(&mut reader, wire::MAX_GUEST_FRAME) {
             Ok(Some(Msg::Stdout(d))) => {
                 // A closed stdout (nobody attached) must not stop the VM.
                 let _ = stdout.write_all(&d).and_then(|()| stdout.flush());
@@ -73,7 +73,14 @@ pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
                 let _ = writeln!(stderr, "{message}");
                 break code;
             }
-            Ok(Some(other)) => eprintln!("runq: ignoring unexpected {other:?} from the guest"),
+            // A guest breaking the protocol ends its own container, with
+            // the message's name (never its payload) as the reason.
+            Ok(Some(other)) => {
+                anyhow::bail!("the guest sent {}, which only the host sends", other.kind())
+            }
+            Err(e @ (wire::WireError::TooLarge { .. } | wire::WireError::Decode(_))) => {
+                anyhow::bail!("the guest broke the control protocol: {e}")
+            }
             Ok(None) | Err(_) if watching_qemu => {
                 // The guest vanished; the QEMU watcher reports why.
                 thread::park();

@@ -112,6 +112,9 @@ pub fn run(vm: VmSpec) -> Result<i32> {
                     .with_context(|| format!("opening runq disk {:?} ({})", d.guest.id, d.path))
             };
             let mut fds = vec![open(false)?];
+            if d.format == runq_protocol::DiskFormat::Qcow2 {
+                check_qcow2(&fds[0], d)?;
+            }
             if !d.guest.readonly {
                 fds.push(open(true)?);
             }
@@ -219,6 +222,25 @@ pub fn run(vm: VmSpec) -> Result<i32> {
             qemu: Some((qemu, console_log.clone())),
         },
     )
+}
+
+/// A qcow2 disk's header again, on the descriptor QEMU gets: another
+/// container sharing the image may have written a backing or data file
+/// into it since `runq create` looked.
+fn check_qcow2(fd: &OwnedFd, d: &runq_protocol::Disk) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(fd.try_clone()?);
+    let mut header = [0u8; runq_protocol::image::HEADER_LEN];
+    let n = file.read_at(&mut header, 0)?;
+    match runq_protocol::image::format_from_header(&header[..n]) {
+        Ok(runq_protocol::DiskFormat::Qcow2) => Ok(()),
+        Ok(_) => bail!(
+            "runq disk {:?} ({}): no longer a qcow2 image",
+            d.guest.id,
+            d.path
+        ),
+        Err(why) => bail!("runq disk {:?} ({}) is refused: {why}", d.guest.id, d.path),
+    }
 }
 
 /// Adds `fd` to those QEMU gets; the number it will have there.

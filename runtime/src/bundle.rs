@@ -26,8 +26,10 @@ use crate::options::{DockerSizing, Settings};
 /// Path of the proxy binary inside the QEMU tree.
 pub const PROXY_PATH: &str = "/usr/bin/runq-proxy";
 
-/// Mounts that stay where Docker put them: the proxy itself needs them
-/// (QEMU opens /dev/kvm, reads /proc and /sys). The guest mounts its own.
+/// Docker's system mounts. The guest mounts its own; the proxy's
+/// container gets runq's ([`proxy_system_mounts`]), never Docker's: any
+/// mount Docker lists at these places (its own, or a user's or an image's
+/// volume at /dev, /sys...) is left out of the proxy's container.
 const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
     "/proc",
     "/dev",
@@ -37,6 +39,10 @@ const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
     "/sys",
     "/sys/fs/cgroup",
 ];
+
+/// Where the proxy's container root lives in the bundle: a directory of
+/// its own per container, holding only [`proxy_root_dirs`].
+pub const PROXY_ROOT: &str = "runq/root";
 
 /// Docker's default masked and read-only paths, for the proxy's container.
 const PROXY_MASKED_PATHS: &[&str] = &[
@@ -61,6 +67,18 @@ const PROXY_READONLY_PATHS: &[&str] = &[
 
 /// The tree's empty directories that the container's mounts fill.
 pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
+
+/// Every name in the proxy's root, each one a mount point: the tree's own
+/// directories, the mount points, and `etc` (read by ld.so and libc:
+/// ld.so.preload must never come from a volume).
+pub fn proxy_root_dirs(tree_dirs: &[String]) -> Vec<String> {
+    let mut dirs: Vec<String> = TREE_MOUNT_POINTS.iter().map(|d| d.to_string()).collect();
+    dirs.push("etc".into());
+    dirs.extend(tree_dirs.iter().cloned());
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
 
 /// What the proxy needs, and why:
 /// - CHOWN, DAC_OVERRIDE, FOWNER, FSETID, MKNOD, SETFCAP, SETGID, SETUID,
@@ -136,6 +154,8 @@ pub enum BundleError {
     BadDestination(PathBuf),
     #[error(transparent)]
     Resolve(#[from] runq_protocol::resolve::ResolveError),
+    #[error("mount destination {0:?} resolves to the image's root (through its symlinks): nothing can be mounted over it")]
+    DestinationIsRoot(PathBuf),
     #[error("process.cwd {0:?} must be an absolute path")]
     BadCwd(PathBuf),
     #[error("unknown rlimit {0:?}")]
@@ -331,7 +351,7 @@ pub fn rewrite(
     }
     vm.disks = disks;
     vm.binds = binds;
-    spec.set_root(Some(tree_root(tree)?));
+    spec.set_root(Some(proxy_root(bundle)?));
     spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
 
     if let Some(linux) = spec.linux_mut() {
@@ -573,9 +593,9 @@ fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<()
     }
 }
 
-fn tree_root(tree: &Path) -> Result<Root, BundleError> {
+fn proxy_root(bundle: &Path) -> Result<Root, BundleError> {
     Ok(RootBuilder::default()
-        .path(tree.to_path_buf())
+        .path(bundle.join(PROXY_ROOT))
         .readonly(true)
         .build()?)
 }
@@ -650,6 +670,55 @@ fn device_disks(spec: &Spec) -> Result<Vec<Disk>, BundleError> {
 
 type RewrittenMounts = (Vec<Mount>, Vec<TmpfsMount>, Vec<Disk>, Vec<String>);
 
+fn mount(dest: &str, typ: &str, options: &[&str]) -> Result<Mount, BundleError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(typ)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind_ro(dest: &Path, source: &Path) -> Result<Mount, BundleError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(source)
+        .options(vec!["bind".into(), "ro".into(), "nodev".into()])
+        .build()?)
+}
+
+/// /proc, /dev, /dev/pts, /dev/shm and a read-only /sys for the proxy and
+/// QEMU, whatever Docker asked for (`--privileged` included).
+fn proxy_system_mounts() -> Result<Vec<Mount>, BundleError> {
+    Ok(vec![
+        mount("/proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ])
+}
+
 /// Is `m` a bind mount (Docker writes both spellings)?
 fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind")
@@ -677,7 +746,6 @@ fn rewrite_mounts(
         .source(rootfs.to_path_buf())
         .options(vec!["rbind".into(), "rw".into()])
         .build()?];
-    let mut system = Vec::new();
     let mut disk_mounts = Vec::new();
     let mut guest_tmpfs = Vec::new();
     let mut disks = Vec::new();
@@ -711,14 +779,6 @@ fn rewrite_mounts(
             continue;
         }
         if CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
-            if dest.starts_with("/sys") {
-                // Read-only for the proxy, even under --privileged.
-                let mut o: Vec<String> = m.options().clone().unwrap_or_default();
-                o.retain(|x| x != "rw" && x != "ro");
-                o.push("ro".into());
-                m.set_options(Some(o));
-            }
-            system.push(m);
             continue;
         }
         if m.typ().as_deref() == Some("tmpfs") {
@@ -729,6 +789,10 @@ fn rewrite_mounts(
             continue;
         }
         let resolved = view.resolve(&dest)?;
+        if resolved == Path::new("/") {
+            // runc cannot mount over a container's root either.
+            return Err(BundleError::DestinationIsRoot(dest));
+        }
         if is_bind(&m) {
             binds.push(resolved.to_string_lossy().into_owned());
             view.add_bind(resolved.clone(), m.source().clone().unwrap_or_default());
@@ -738,43 +802,33 @@ fn rewrite_mounts(
         m.set_destination(under_rootfs(&resolved));
         out.push(m);
     }
-    // Everything of the proxy's own comes after the image's mounts, so it
-    // covers whatever one of them might have put there (a volume whose
-    // link another container swapped between this resolution and runc's
-    // mount): the system mounts, /run, /runq, the tree's directories
-    // again, read-only, from the host, and the disks in the new /dev.
-    out.extend(system);
-    out.push(
-        MountBuilder::default()
-            .destination(CONTAINER_RUN_DIR)
-            .typ("tmpfs")
-            .source("tmpfs")
-            .options(vec![
-                "nosuid".into(),
-                "nodev".into(),
-                "mode=700".into(),
-                "size=16m".into(),
-            ])
-            .build()?,
-    );
-    out.push(
-        MountBuilder::default()
-            .destination(CONTAINER_RUNQ_DIR)
-            .typ("bind")
-            .source(bundle.join("runq"))
-            .options(vec!["bind".into(), "ro".into()])
-            .build()?,
-    );
+    // The proxy's root is a directory of the bundle with a fixed set of
+    // names (proxy_root_dirs). Every name a host-side program reads (the
+    // tree's directories, etc, proc, dev, sys, run, runq) is mounted here,
+    // after Docker's mounts, from a source outside that root: whatever a
+    // mount of the image's might have put there (a link swapped in a
+    // shared volume while runc walked it) is covered, and the tree itself,
+    // never the container's root, cannot be written.
     for d in &host.tree_dirs {
-        out.push(
-            MountBuilder::default()
-                .destination(Path::new("/").join(d))
-                .typ("bind")
-                .source(tree.join(d))
-                .options(vec!["bind".into(), "ro".into(), "nodev".into()])
-                .build()?,
-        );
+        out.push(bind_ro(&Path::new("/").join(d), &tree.join(d))?);
     }
+    if !host.tree_dirs.iter().any(|d| d == "etc") {
+        out.push(mount(
+            "/etc",
+            "tmpfs",
+            &["ro", "nosuid", "nodev", "noexec", "mode=755", "size=16k"],
+        )?);
+    }
+    out.extend(proxy_system_mounts()?);
+    out.push(mount(
+        CONTAINER_RUN_DIR,
+        "tmpfs",
+        &["nosuid", "nodev", "mode=700", "size=16m"],
+    )?);
+    out.push(bind_ro(
+        Path::new(CONTAINER_RUNQ_DIR),
+        &bundle.join("runq"),
+    )?);
     out.extend(disk_mounts);
     Ok((out, guest_tmpfs, disks, binds))
 }
@@ -956,8 +1010,16 @@ mod tests {
     fn container_runs_the_proxy_in_the_qemu_tree() {
         let r = run_rewrite(DOCKER_CONFIG).unwrap();
         let root = r.spec.root().as_ref().unwrap();
-        assert_eq!(root.path(), Path::new("/var/lib/runq/qemu"));
+        assert_eq!(
+            root.path(),
+            Path::new("/b/runq/root"),
+            "the bundle's, not the tree"
+        );
         assert_eq!(root.readonly(), Some(true));
+        assert_eq!(
+            proxy_root_dirs(&["kernels".into(), "usr".into()]),
+            ["dev", "etc", "kernels", "proc", "rootfs", "run", "runq", "sys", "usr"]
+        );
         let p = r.spec.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &vec![PROXY_PATH.to_string()]);
         assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
@@ -1242,7 +1304,12 @@ mod tests {
             .find(|m| m.destination() == Path::new("/sys"));
         assert_eq!(
             sys.and_then(|m| m.options().clone()),
-            Some(vec!["nosuid".to_string(), "ro".into()]),
+            Some(vec![
+                "nosuid".to_string(),
+                "noexec".into(),
+                "nodev".into(),
+                "ro".into()
+            ]),
             "the proxy's /sys is read-only"
         );
         assert!(linux
@@ -1291,13 +1358,18 @@ mod tests {
                 "/rootfs",
                 "/rootfs/etc/hosts",
                 "/rootfs/data",
-                // The proxy's own after the image's, covering them.
+                // The proxy's own after the image's, covering them; none
+                // of Docker's system mounts.
+                "/kernels",
+                "/usr",
+                "/etc",
                 "/proc",
                 "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/sys",
                 "/run",
-                "/runq",
-                "/kernels",
-                "/usr"
+                "/runq"
             ]
         );
         let mounts = r.spec.mounts().as_ref().unwrap();
@@ -1307,7 +1379,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .contains(&"ro".to_string()));
-        let usr = &mounts[8];
+        let usr = &mounts[4];
         assert_eq!(
             usr.source().as_deref(),
             Some(Path::new("/var/lib/runq/qemu/usr"))
@@ -1461,16 +1533,69 @@ mod tests {
         for m in r.spec.mounts().iter().flatten() {
             let d = m.destination().to_string_lossy();
             let src = m.source().clone().unwrap_or_default();
-            let ours = CONTAINER_SYSTEM_MOUNTS.iter().any(|s| *s == d)
-                || [CONTAINER_RUN_DIR, CONTAINER_RUNQ_DIR].contains(&d.as_ref())
-                || src.starts_with("/var/lib/runq/qemu");
-            assert!(ours || d.starts_with("/rootfs"), "{d} escapes the image");
+            // Ours come from runq, never from the image or a volume.
+            let ours = ["proc", "tmpfs", "devpts", "sysfs"]
+                .contains(&src.to_string_lossy().as_ref())
+                || src.starts_with("/var/lib/runq/qemu")
+                || src == Path::new("/b/runq");
+            assert!(
+                ours || d.starts_with("/rootfs"),
+                "{d} ({src:?}) escapes the image"
+            );
         }
         assert!(
             r.vm.binds.contains(&"/usr/bin".to_string()),
             "{:?}",
             r.vm.binds
         );
+    }
+
+    #[test]
+    fn volumes_at_system_paths_never_reach_the_proxys_container() {
+        // An image's VOLUME ["/dev", "/dev/mqueue"], or -v W:/dev: Docker
+        // lists them where its own /dev mounts were.
+        let cfg = DOCKER_CONFIG.replace(
+            r#"{"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},"#,
+            r#"{"destination": "/dev", "type": "bind", "source": "/var/lib/docker/volumes/w/_data", "options": ["rbind"]},
+        {"destination": "/dev/mqueue", "type": "bind", "source": "/var/lib/docker/volumes/x/_data", "options": ["rbind"]},
+        {"destination": "/sys", "type": "bind", "source": "/srv/evil", "options": ["rbind"]},"#,
+        );
+        let r = run_rewrite(&cfg).unwrap();
+        for m in r.spec.mounts().iter().flatten() {
+            let src = m.source().clone().unwrap_or_default();
+            assert!(
+                !src.starts_with("/var/lib/docker/volumes") && !src.starts_with("/srv/evil"),
+                "{:?} from {src:?} in the proxy's container",
+                m.destination()
+            );
+        }
+        let dev = r
+            .spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/dev"));
+        assert_eq!(dev.and_then(|m| m.typ().clone()).as_deref(), Some("tmpfs"));
+    }
+
+    #[test]
+    fn a_destination_resolving_to_the_images_root_is_refused() {
+        let cfg = DOCKER_CONFIG.replace(r#""destination": "/data""#, r#""destination": "/up""#);
+        let cfg = cfg.replace(r#""destination": "/up""#, r#""destination": "/abs/../up""#);
+        assert!(matches!(
+            run_rewrite(&cfg),
+            Err(BundleError::BadDestination(_))
+        ));
+        // /srv/data/up climbs to the image's root: a mount below /abs...
+        let cfg = DOCKER_CONFIG.replace(
+            r#"{"destination": "/scratch""#,
+            r#"{"destination": "/data/up", "type": "bind", "source": "/srv/y", "options": ["rbind"]},
+        {"destination": "/scratch""#,
+        );
+        assert!(matches!(
+            run_rewrite(&cfg),
+            Err(BundleError::DestinationIsRoot(_))
+        ));
     }
 
     #[test]

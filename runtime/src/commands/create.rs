@@ -104,16 +104,29 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
     check_tree(&cli.opts.qemu_tree, &settings)?;
     let (accel, warning) = accel::choose(settings.accel)?;
     settings.accel = accel;
+    // The Go runq's example daemon.json says --cpuargs host: QEMU would
+    // refuse it after start under TCG; here it fails with one line.
+    if accel == runq_protocol::Accel::Tcg
+        && settings
+            .cpu_model
+            .as_deref()
+            .is_some_and(|m| m == "host" || m.starts_with("host,"))
+    {
+        bail!(
+            "--cpuargs host needs KVM, and guests run under TCG here: use --cpuargs max, or none"
+        );
+    }
     if let Some(w) = warning {
         log.warn(&format!("runq: {id}: {w}"));
     }
+    let host = host_facts(&cli.opts.qemu_tree, accel, settings.apuuid.as_deref())?;
     let rewritten = bundle::rewrite(
         spec,
         id,
         &bundle,
         &cli.opts.qemu_tree,
         &settings,
-        &host_facts(&cli.opts.qemu_tree, accel, settings.apuuid.as_deref())?,
+        &host,
         // runc's --debug, or RUNQ_DEBUG=1 for one container: guest kernel
         // messages and runq-init's progress on the console.
         cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
@@ -121,6 +134,12 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
 
     fs::create_dir(&runq_dir).with_context(|| format!("creating {}", runq_dir.display()))?;
     let written = (|| -> Result<()> {
+        // The proxy's root: only mount points, all filled by runc.
+        let root = bundle.join(bundle::PROXY_ROOT);
+        fs::create_dir(&root)?;
+        for d in bundle::proxy_root_dirs(&host.tree_dirs) {
+            fs::create_dir(root.join(d))?;
+        }
         fs::copy(&config, runq_dir.join("config.orig.json"))?;
         fs::write(
             runq_dir.join(runq_protocol::VM_SPEC_FILE),

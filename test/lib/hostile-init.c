@@ -1,0 +1,64 @@
+/* A hostile guest: the /init of a test initrd. It dials the proxy as
+ * runq-init does, completes the handshake, takes the Start message, then
+ * sends the frame named in /mode and waits: whatever ends the container
+ * must be the proxy's doing. Frames are postcard-encoded runq messages
+ * (enum index, then fields as varints), each behind a u32 LE length. */
+#include <linux/vm_sockets.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int fd;
+
+static void put(const void *b, size_t n) {
+  if (write(fd, b, n) != (ssize_t)n) _exit(1);
+}
+
+static void frame(const unsigned char *p, uint32_t n) {
+  put(&n, 4); /* little-endian on x86_64 */
+  put(p, n);
+}
+
+static void skip_frame(void) {
+  uint32_t n;
+  unsigned char buf[4096];
+  if (read(fd, &n, 4) != 4) _exit(1);
+  while (n) {
+    ssize_t r = read(fd, buf, n < sizeof buf ? n : sizeof buf);
+    if (r <= 0) _exit(1);
+    n -= r;
+  }
+}
+
+int main(void) {
+  char mode[32] = {0};
+  FILE *f = fopen("/mode", "r");
+  if (!f || !fgets(mode, sizeof mode, f)) return 1;
+  mode[strcspn(mode, "\n")] = 0;
+  fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+  struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 1024};
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
+  static const unsigned char hello[] = {0x00, 0x02}; /* Hello { version: 2 } */
+  frame(hello, sizeof hello);
+  skip_frame(); /* the host's Hello */
+  skip_frame(); /* Start */
+  if (!strcmp(mode, "oversized")) {
+    uint32_t n = 0x7fffffff; /* then nothing: the length alone must do */
+    put(&n, 4);
+  } else if (!strcmp(mode, "malformed")) {
+    static const unsigned char bad[] = {0x7f, 0xff, 0xff};
+    frame(bad, sizeof bad);
+  } else if (!strcmp(mode, "hostonly")) {
+    static const unsigned char stdin_msg[] = {0x03, 0x02, 'h', 'i'}; /* Stdin("hi") */
+    frame(stdin_msg, sizeof stdin_msg);
+  } else if (!strcmp(mode, "signal")) {
+    /* Exit(Signaled(i32::MAX)): zigzag varint of 0x7fffffff */
+    static const unsigned char exit_msg[] = {0x09, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f};
+    frame(exit_msg, sizeof exit_msg);
+  }
+  for (;;) pause();
+}
