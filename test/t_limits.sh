@@ -35,7 +35,8 @@ test_limits_runq_mem_above_docker_memory_is_refused() {
   before=$(vm_processes)
   out=$("${RUNQ[@]}" --rm -m 512m -e RUNQ_MEM=4096 "$IMAGE" true 2>&1) && why "docker run succeeded" && return 1
   [[ "$out" == *'RUNQ_MEM=4096: above the container'"'"'s limit of 512 (docker'"'"'s --memory)'* ]] || why "message: $out" || return
-  expect_eq "processes left behind" "$before" "$(vm_processes)"
+  # (a VM of an earlier test may still be going away: never more after)
+  in_range "VM processes after the refusal" "$(vm_processes)" 0 "$before"
 }
 
 test_limits_image_env_cannot_raise_the_memory_or_cpus() {
