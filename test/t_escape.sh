@@ -318,3 +318,21 @@ test_escape_a_link_swapped_in_a_shared_volume_during_the_start_stays_harmless() 
   echo "  10 starts under the swap: $kernel ran in the VM, $failed refused by runc"
   expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
 }
+
+test_escape_device_cgroup_names_no_other_containers_taps() {
+  # No rule for a whole class of devices beyond Docker's own (pts, and
+  # mknod without access): a macvtap rule for every minor once let
+  # anything able to mknod open another container's macvtap.
+  local c pid path list
+  c=$(cname devcg)
+  "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
+  wait_log "$c" ready 90 || return
+  pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+  path=$(awk -F: '$2 == "devices" {print $3}' "/proc/$pid/cgroup")
+  [ -n "$path" ] || skip "cgroup v2: the device rules are a BPF program, not a list to read" || return
+  list=$(cat "/sys/fs/cgroup/devices$path/devices.list")
+  local bad
+  bad=$(grep -E '^c [0-9]+:\* r' <<<"$list" | grep -v '^c 136:\*' || true)
+  [ -z "$bad" ] || why "rules for every minor of a device class: $bad" || return
+  grep -q '^c 10:200 rwm' <<<"$list" || why "no rule for /dev/net/tun: $list"
+}

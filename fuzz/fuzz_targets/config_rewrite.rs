@@ -69,7 +69,6 @@ fuzz_target!(|data: &[u8]| {
             major: 10,
             minor: 232,
         }],
-        macvtap_major: Some(246),
         is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
         disk_format: |_| Ok(runq_protocol::DiskFormat::Raw),
         fs: &HostileImage,

@@ -1,35 +1,37 @@
-//! The container's network, handed to the VM (design decision 6): every
-//! interface Docker put in the netns gets a passthru macvtap whose tap fd
-//! QEMU uses as a virtio-net NIC with the interface's MAC; the interface
-//! keeps no address (the guest has them now), and the guest learns the
-//! addresses and routes. Reading and changing links uses iproute2's `ip`
-//! (JSON output) from the QEMU tree.
+//! The container's network, handed to the VM: every interface Docker put
+//! in the netns gets a tap device of this namespace joined to it by tc
+//! mirred redirects both ways, whose fd QEMU uses as a virtio-net NIC with
+//! the interface's MAC; the interface keeps no address (the guest has them
+//! now), and the guest learns the addresses and routes. Reading and
+//! changing links uses iproute2's `ip` and `tc` (JSON output) from the
+//! QEMU tree.
 //!
-//! A macvtap cannot sit on a macvlan or ipvlan (it would stack onto their
-//! lower device, outside this namespace): those get a tap device joined
-//! to the interface by tc mirred redirects both ways instead.
+//! Not macvtap (design.md's first choice, and runq's until the device
+//! cgroup was looked at): a macvtap's character device has a minor known
+//! only after runc set the container's device cgroup, so the cgroup had
+//! to allow every minor, and the kernel's tap_open does not check the
+//! network namespace: anything in the container able to mknod could open
+//! another container's macvtap. A tap comes from /dev/net/tun (one minor)
+//! and TUNSETIFF names devices of the caller's own namespace only.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use runq_protocol::wire::{NicConfig, RouteConfig};
 use serde::Deserialize;
 
 /// A container interface turned into a NIC of the VM.
 pub struct Nic {
     pub config: NicConfig,
-    /// The macvtap's character device, for QEMU's `-netdev tap,fd=`.
+    /// The tap's descriptor, for QEMU's `-netdev tap,fd=`.
     pub tap: OwnedFd,
 }
 
 #[derive(Deserialize)]
 struct Link {
     ifname: String,
-    #[serde(default)]
-    linkinfo: Option<LinkInfo>,
     #[serde(default)]
     link_type: String,
     #[serde(default)]
@@ -38,19 +40,6 @@ struct Link {
     mtu: u32,
     #[serde(default)]
     addr_info: Vec<Addr>,
-}
-
-#[derive(Deserialize)]
-struct LinkInfo {
-    #[serde(default)]
-    info_kind: String,
-}
-
-/// How an interface is handed to QEMU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attach {
-    Macvtap,
-    TcRedirect,
 }
 
 #[derive(Deserialize)]
@@ -72,23 +61,12 @@ struct Route {
 
 /// Ethernet interfaces and their global addresses from `ip -d -j addr
 /// show` (link-local ones the guest derives itself from the same MAC).
-fn nics_from_json(json: &str) -> Result<Vec<(NicConfig, Attach)>> {
+fn nics_from_json(json: &str) -> Result<Vec<NicConfig>> {
     let links: Vec<Link> = serde_json::from_str(json).context("parsing `ip -j addr show`")?;
     Ok(links
         .into_iter()
         .filter(|l| l.link_type == "ether")
-        .map(|l| {
-            let kind = l
-                .linkinfo
-                .as_ref()
-                .map(|i| i.info_kind.as_str())
-                .unwrap_or("");
-            let attach = match kind {
-                "macvlan" | "ipvlan" | "macvtap" => Attach::TcRedirect,
-                _ => Attach::Macvtap,
-            };
-            (nic_config(l), attach)
-        })
+        .map(nic_config)
         .collect())
 }
 
@@ -154,7 +132,7 @@ fn tc(args: &[&str]) -> Result<()> {
 /// Take over every Ethernet interface of the container's netns.
 pub fn attach_all() -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
     let found = nics_from_json(&ip(&["-d", "-j", "addr", "show"])?)?;
-    let configs: Vec<NicConfig> = found.iter().map(|(c, _)| c.clone()).collect();
+    let configs = found.clone();
     let mut routes = routes_from_json(&ip(&["-j", "-4", "route", "show"])?, false, &configs)?;
     routes.extend(routes_from_json(
         &ip(&["-j", "-6", "route", "show"])?,
@@ -162,14 +140,11 @@ pub fn attach_all() -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
         &configs,
     )?);
     let mut nics = Vec::new();
-    for (i, (config, attach)) in found.into_iter().enumerate() {
+    for (i, config) in found.into_iter().enumerate() {
         let name = format!("rqtap{i}");
         ip(&["addr", "flush", "dev", &config.name])?;
-        let tap = match attach {
-            Attach::Macvtap => macvtap(&config.name, &name),
-            Attach::TcRedirect => tc_redirected_tap(&config.name, &name, config.mtu),
-        }
-        .with_context(|| format!("attaching {} to the VM", config.name))?;
+        let tap = tc_redirected_tap(&config.name, &name, config.mtu)
+            .with_context(|| format!("attaching {} to the VM", config.name))?;
         nics.push(Nic { config, tap });
     }
     Ok((nics, routes))
@@ -204,7 +179,7 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
         .write(true)
         .open("/dev/net/tun")
         .context(
-            "opening /dev/net/tun (a macvlan/ipvlan interface becomes a tap device: \
+            "opening /dev/net/tun (each container interface becomes a tap device: \
              the host needs the TUN driver)",
         )?
         .into();
@@ -227,43 +202,6 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
     Ok(tun)
 }
 
-/// Put a passthru macvtap on `dev` and open the
-/// macvtap's character device (created here: runc's /dev has none, and
-/// its minor is the macvtap's ifindex).
-fn macvtap(dev: &str, name: &str) -> Result<OwnedFd> {
-    ip(&[
-        "link", "add", "link", dev, "name", name, "type", "macvtap", "mode", "passthru",
-    ])?;
-    // macvlan delivers multicast only for groups in the macvtap's own
-    // list, which nothing fills from the guest's (QEMU does not): without
-    // allmulticast, IPv6 neighbour discovery towards the guest is lost.
-    ip(&["link", "set", name, "allmulticast", "on", "up"])?;
-    let ifindex = fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
-    let ifindex = ifindex.trim();
-    let devno = fs::read_to_string(format!("/sys/class/net/{name}/macvtap/tap{ifindex}/dev"))
-        .context("reading the macvtap's device number")?;
-    let (major, minor) = devno
-        .trim()
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .context("malformed macvtap device number")?;
-    let node = format!("/dev/tap{ifindex}");
-    mknod(
-        node.as_str(),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o600),
-        makedev(major, minor),
-    )
-    .with_context(|| format!("mknod {node}"))?;
-    let tap: File = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&node)
-        .with_context(|| format!("opening {node}"))?;
-    let _ = fs::remove_file(&node);
-    Ok(tap.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,31 +215,8 @@ mod tests {
                    {"family":"inet6","local":"fe80::42:acff:fe12:2","prefixlen":64,"scope":"link"}]},
      {"ifindex":950,"ifname":"eth1","mtu":1500,"link_type":"ether","address":"02:42:ac:13:00:03","addr_info":[]}]"#;
 
-    #[test]
-    fn macvlan_and_ipvlan_are_attached_by_tc_redirect() {
-        let json = r#"[{"ifname":"eth0","link_type":"ether","address":"02:00:00:00:00:01","mtu":1500,
-                        "linkinfo":{"info_kind":"macvlan"},"addr_info":[]},
-                       {"ifname":"eth1","link_type":"ether","address":"02:00:00:00:00:02","mtu":1500,
-                        "linkinfo":{"info_kind":"veth"},"addr_info":[]},
-                       {"ifname":"eth2","link_type":"ether","address":"02:00:00:00:00:03","mtu":1500,
-                        "linkinfo":{"info_kind":"ipvlan"},"addr_info":[]}]"#;
-        let kinds: Vec<Attach> = nics_from_json(json)
-            .unwrap()
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
-        assert_eq!(
-            kinds,
-            [Attach::TcRedirect, Attach::Macvtap, Attach::TcRedirect]
-        );
-    }
-
     fn configs(json: &str) -> Vec<NicConfig> {
-        nics_from_json(json)
-            .unwrap()
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect()
+        nics_from_json(json).unwrap()
     }
 
     #[test]

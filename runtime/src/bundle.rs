@@ -84,9 +84,9 @@ pub fn proxy_root_dirs(tree_dirs: &[String]) -> Vec<String> {
 /// - CHOWN, DAC_OVERRIDE, FOWNER, FSETID, MKNOD, SETFCAP, SETGID, SETUID,
 ///   SETPCAP: virtiofsd performs the guest's file operations on the shared
 ///   root with the guest's credentials (without SETPCAP its capability
-///   sync takes a path its own seccomp filter kills); MKNOD also makes the
-///   macvtap nodes; SETPCAP cuts the helpers' bounding sets;
-/// - NET_ADMIN: turning the container's interfaces into macvtaps;
+///   sync takes a path its own seccomp filter kills); SETPCAP also cuts
+///   the helpers' bounding sets;
+/// - NET_ADMIN: joining the container's interfaces to taps (tc);
 /// - KILL: ending QEMU, which runs as another uid;
 /// - SYS_CHROOT: virtiofsd's chroot sandbox.
 ///
@@ -125,8 +125,6 @@ pub struct HostFacts {
     pub bounding_caps: u64,
     /// `/dev/kvm`, `/dev/net/tun`, `/dev/vhost-*` as far as they exist.
     pub devices: Vec<HostDevice>,
-    /// The macvtap character devices' major (dynamic; `/proc/devices`).
-    pub macvtap_major: Option<i64>,
     /// Whether a namespace path names the host's network namespace
     /// (Docker passes `--network host` as a path).
     pub is_host_netns: fn(&Path) -> bool,
@@ -414,17 +412,6 @@ pub fn rewrite(
                     .map(device_rule)
                     .collect::<Result<Vec<_>, _>>()?,
             );
-            if let Some(major) = host.macvtap_major {
-                // Any minor: it is the macvtap's ifindex, known only later.
-                rules.push(
-                    LinuxDeviceCgroupBuilder::default()
-                        .allow(true)
-                        .typ(LinuxDeviceType::C)
-                        .major(major)
-                        .access("rwm")
-                        .build()?,
-                );
-            }
             res.set_devices(Some(rules));
         }
     }
@@ -962,7 +949,6 @@ mod tests {
                 major: 10,
                 minor: 232,
             }],
-            macvtap_major: Some(246),
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
             disk_format: |p| match p.to_str() {
                 Some("/img/q.qcow2") => Ok(runq_protocol::DiskFormat::Qcow2),
@@ -1097,7 +1083,8 @@ mod tests {
             .unwrap();
         assert!(!rules[0].allow(), "Docker's deny-all stays first");
         assert!(rules[1].allow() && rules[1].major() == Some(10) && rules[1].minor() == Some(232));
-        assert!(rules[2].allow() && rules[2].major() == Some(246) && rules[2].minor().is_none());
+        assert_eq!(rules.len(), 2, "no rule for a whole device class (macvtap)");
+        assert!(rules.iter().all(|r| !r.allow() || r.minor().is_some()));
         assert_eq!(linux.masked_paths().as_ref().unwrap(), PROXY_MASKED_PATHS);
         assert_eq!(
             r.vm.masked_paths,

@@ -232,16 +232,9 @@ fn host_facts(tree: &Path, accel: runq_protocol::Accel, apuuid: Option<&str>) ->
     if let Some(uuid) = apuuid {
         devices.extend(vfio_ap_devices(uuid)?);
     }
-    let macvtap_major = fs::read_to_string("/proc/devices").ok().and_then(|t| {
-        t.lines().find_map(|l| {
-            let (num, name) = l.trim().split_once(' ')?;
-            (name == "macvtap").then(|| num.parse().ok()).flatten()
-        })
-    });
     Ok(HostFacts {
         bounding_caps,
         devices,
-        macvtap_major,
         is_host_netns,
         disk_format,
         fs: &crate::host_fs::HostFs,
