@@ -293,29 +293,34 @@ test_escape_volumes_at_dockers_system_mount_paths_never_reach_the_host() {
 
 test_escape_a_link_swapped_in_a_shared_volume_during_the_start_stays_harmless() {
   # Another container's guest (played by a host process on the volume's
-  # directory) swaps sub <-> lnk -> /usr while the victim starts with a
-  # mount below sub: runc may then walk the link, but only inside the
-  # proxy's own root, where everything read is mounted afterwards.
-  local v x before pid i out kernel=0 failed=0
-  v=$(mktemp -d) x=$(hostile_dir)
-  mkdir "$v/sub" "$x/bin" && ln -s /usr "$v/lnk" && cp /bin/busybox "$x/bin/runq-proxy"
-  gcc -static -O2 -o /tmp/runq-swapper.$$ test/lib/swapper.c || { rm -rf "$v" "$x"; why "building the swapper failed"; return; }
+  # directory) swaps sub <-> lnk while the victim starts with a mount below
+  # sub. runc may then walk the link, but only inside the proxy's own root:
+  # towards /usr, the mount is covered by the tree's; towards the root
+  # itself, runq start finds a root that is not runq's and kills it.
+  local target v x before pid i out kernel=0 failed=0 killed=0
+  gcc -static -O2 -o /tmp/runq-swapper.$$ test/lib/swapper.c || why "building the swapper failed" || return
   before=$(tree_print)
-  /tmp/runq-swapper.$$ "$v" &
-  pid=$!
-  for i in $(seq 10); do
-    if out=$("${RUNQ[@]}" --rm -v "$v:/data" -v "$x:/data/sub" "$IMAGE" uname -r 2>&1); then
-      [ "$out" != "$(uname -r)" ] || { kill "$pid"; rm -rf "$v" "$x" /tmp/runq-swapper.$$; why "run $i: the workload ran on the host kernel"; return; }
-      kernel=$((kernel + 1))
-    else
-      [[ "$out" != *"applet not found"* ]] || { kill "$pid"; rm -rf "$v" "$x" /tmp/runq-swapper.$$; why "run $i: the volume's runq-proxy ran: $out"; return; }
-      failed=$((failed + 1))
-    fi
+  for target in /usr /; do
+    v=$(mktemp -d) x=$(hostile_dir)
+    mkdir "$v/sub" "$x/bin" "$x/rootfs" && ln -s "$target" "$v/lnk" && cp /bin/busybox "$x/bin/runq-proxy"
+    /tmp/runq-swapper.$$ "$v" &
+    pid=$!
+    for i in $(seq 10); do
+      if out=$("${RUNQ[@]}" --rm -v "$v:/data" -v "$x:/data/sub" "$IMAGE" uname -r 2>&1); then
+        [ "$out" != "$(uname -r)" ] || { kill "$pid"; rm -rf "$v" "$x"; why "-> $target run $i: the workload ran on the host kernel"; return; }
+        kernel=$((kernel + 1))
+      else
+        [[ "$out" != *"applet not found"* ]] || { kill "$pid"; rm -rf "$v" "$x"; why "-> $target run $i: the volume's runq-proxy ran: $out"; return; }
+        [[ "$out" != *"root is not runq's"* ]] || killed=$((killed + 1))
+        failed=$((failed + 1))
+      fi
+    done
+    kill "$pid"
+    wait "$pid" 2>/dev/null
+    rm -rf "$v" "$x"
   done
-  kill "$pid"
-  wait "$pid" 2>/dev/null
-  rm -rf "$v" "$x" /tmp/runq-swapper.$$
-  echo "  10 starts under the swap: $kernel ran in the VM, $failed refused by runc"
+  rm -f /tmp/runq-swapper.$$
+  echo "  20 starts under the swap (10 towards /usr, 10 towards /): $kernel ran in the VM, $failed refused ($killed by runq start's root check)"
   expect_eq "QEMU tree fingerprint" "$before" "$(tree_print)"
 }
 
@@ -335,4 +340,43 @@ test_escape_device_cgroup_names_no_other_containers_taps() {
   bad=$(grep -E '^c [0-9]+:\* r' <<<"$list" | grep -v '^c 136:\*' || true)
   [ -z "$bad" ] || why "rules for every minor of a device class: $bad" || return
   grep -q '^c 10:200 rwm' <<<"$list" || why "no rule for /dev/net/tun: $list"
+}
+
+test_escape_runq_start_kills_a_container_whose_root_is_not_runqs() {
+  # The waiting init's root is compared with <bundle>/runq/root. A mount
+  # that raced onto that root cannot be staged on demand, so the test, with
+  # runq driven as containerd drives it, swaps the bundle's directory
+  # between create and start instead: the init keeps the old one.
+  local b state id="rq-rootcheck-$$" out rc
+  b=$(mktemp -d) state=$(mktemp -d)
+  mkdir "$b/rootfs"
+  local src
+  src=$(cname export)
+  docker create --name "$src" "$IMAGE" true >/dev/null && docker export "$src" | tar -C "$b/rootfs" -x ||
+    { rm -rf "$b" "$state"; why "exporting the image failed"; return; }
+  (cd "$b" && runc spec) && python3 - "$b/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["echo", "ran"]
+json.dump(c, open(p, "w"))
+PY
+  # First as it is: it must start (the check passes runq's own root).
+  /var/lib/runq/runq --root "$state" create -b "$b" "$id" </dev/null >/dev/null 2>&1 ||
+    { rm -rf "$b" "$state"; why "runq create failed"; return; }
+  out=$(/var/lib/runq/runq --root "$state" start "$id" 2>&1)
+  rc=$?
+  /var/lib/runq/runq --root "$state" delete -f "$id" >/dev/null 2>&1
+  [ $rc -eq 0 ] || { rm -rf "$b" "$state"; why "runq start of an untouched bundle failed: $out"; return; }
+  cp "$b/runq/config.orig.json" "$b/config.json" && rm -rf "$b/runq"
+  /var/lib/runq/runq --root "$state" create -b "$b" "$id" </dev/null >/dev/null 2>&1 ||
+    { rm -rf "$b" "$state"; why "runq create failed"; return; }
+  mv "$b/runq/root" "$b/runq/root.old" && mkdir "$b/runq/root"
+  out=$(/var/lib/runq/runq --root "$state" start "$id" 2>&1)
+  rc=$?
+  /var/lib/runq/runq --root "$state" delete -f "$id" >/dev/null 2>&1
+  rm -rf "$b" "$state"
+  [ $rc -ne 0 ] || why "runq start let a container whose root is not runq's run: $out" || return
+  [[ "$out" == *"root is not runq's"* ]] || why "not refused by the root check: $out"
 }

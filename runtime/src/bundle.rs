@@ -68,12 +68,17 @@ const PROXY_READONLY_PATHS: &[&str] = &[
 /// The tree's empty directories that the container's mounts fill.
 pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
 
+/// Names the host-side programs might read that the tree does not have:
+/// `etc` (ld.so.preload, ld.so.cache, nsswitch), `bin` and `sbin` (PATH
+/// lookups), `var` (QEMU's module-upgrade directory /var/run/qemu). Each
+/// is an empty read-only tmpfs in the proxy's root.
+const EMPTY_DIRS: &[&str] = &["bin", "etc", "sbin", "var"];
+
 /// Every name in the proxy's root, each one a mount point: the tree's own
-/// directories, the mount points, and `etc` (read by ld.so and libc:
-/// ld.so.preload must never come from a volume).
+/// directories, the mount points, and [`EMPTY_DIRS`].
 pub fn proxy_root_dirs(tree_dirs: &[String]) -> Vec<String> {
     let mut dirs: Vec<String> = TREE_MOUNT_POINTS.iter().map(|d| d.to_string()).collect();
-    dirs.push("etc".into());
+    dirs.extend(EMPTY_DIRS.iter().map(|d| d.to_string()));
     dirs.extend(tree_dirs.iter().cloned());
     dirs.sort();
     dirs.dedup();
@@ -799,9 +804,12 @@ fn rewrite_mounts(
     for d in &host.tree_dirs {
         out.push(bind_ro(&Path::new("/").join(d), &tree.join(d))?);
     }
-    if !host.tree_dirs.iter().any(|d| d == "etc") {
+    for d in EMPTY_DIRS
+        .iter()
+        .filter(|d| !host.tree_dirs.iter().any(|t| t == *d))
+    {
         out.push(mount(
-            "/etc",
+            &format!("/{d}"),
             "tmpfs",
             &["ro", "nosuid", "nodev", "noexec", "mode=755", "size=16k"],
         )?);
@@ -832,7 +840,8 @@ fn proxy_process(
     let mut p = container_process(
         original,
         vec![PROXY_PATH.to_string()],
-        vec!["PATH=/usr/bin:/bin".to_string()],
+        // The tree's programs are all in /usr/bin.
+        vec!["PATH=/usr/bin".to_string()],
         caps,
     )?;
     p.set_oom_score_adj(original.oom_score_adj());
@@ -1004,7 +1013,10 @@ mod tests {
         assert_eq!(root.readonly(), Some(true));
         assert_eq!(
             proxy_root_dirs(&["kernels".into(), "usr".into()]),
-            ["dev", "etc", "kernels", "proc", "rootfs", "run", "runq", "sys", "usr"]
+            [
+                "bin", "dev", "etc", "kernels", "proc", "rootfs", "run", "runq", "sbin", "sys",
+                "usr", "var"
+            ]
         );
         let p = r.spec.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &vec![PROXY_PATH.to_string()]);
@@ -1349,7 +1361,10 @@ mod tests {
                 // of Docker's system mounts.
                 "/kernels",
                 "/usr",
+                "/bin",
                 "/etc",
+                "/sbin",
+                "/var",
                 "/proc",
                 "/dev",
                 "/dev/pts",

@@ -4,6 +4,7 @@
 mod create;
 mod exec;
 mod lower;
+mod start;
 
 use std::ffi::OsString;
 
@@ -18,6 +19,7 @@ pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
         Some("create") => create::create(cli, log, verb),
         Some("run") => create::run(cli, log, verb),
         Some("exec") => exec::exec(cli, verb),
+        Some("start") => start::start(cli, verb),
         _ => lower::exec_lower(cli, verb),
     }
 }
