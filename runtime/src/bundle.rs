@@ -736,7 +736,14 @@ fn rewrite_mounts(
         .destination(CONTAINER_ROOTFS)
         .typ("bind")
         .source(rootfs.to_path_buf())
-        .options(vec!["rbind".into(), "rw".into()])
+        // The guest's kernel gives its files suid and device meaning; on
+        // the host side nothing may (nothing here runs or opens them).
+        .options(vec![
+            "rbind".into(),
+            "rw".into(),
+            "nosuid".into(),
+            "nodev".into(),
+        ])
         .build()?];
     let mut disk_mounts = Vec::new();
     let mut guest_tmpfs = Vec::new();
