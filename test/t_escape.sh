@@ -64,22 +64,24 @@ escape_case() {
   expect_eq "$name: QEMU tree fingerprint" "$before" "$(tree_print)"
 }
 
-test_escape_absolute_symlink_volume_stays_in_the_image() {
-  local d
+# escape_dir_case NAME PROBE DOCKER-ARGS...: escape_case with a fresh
+# hostile_dir, named @DIR@ in the arguments.
+escape_dir_case() {
+  local name=$1 probe=$2 d rc
+  shift 2
   d=$(hostile_dir)
-  escape_case "-v DIR:/abs (/abs -> /usr/bin)" 'cat /usr/bin/MARK' -v "$d:/abs"
-  local rc=$?
+  escape_case "$name" "$probe" "${@//@DIR@/$d}"
+  rc=$?
   rm -rf "$d"
   return $rc
 }
 
+test_escape_absolute_symlink_volume_stays_in_the_image() {
+  escape_dir_case "-v DIR:/abs (/abs -> /usr/bin)" 'cat /usr/bin/MARK' -v "@DIR@:/abs"
+}
+
 test_escape_relative_symlink_volume_stays_in_the_image() {
-  local d
-  d=$(hostile_dir)
-  escape_case "-v DIR:/rel (/rel -> ../../usr/bin)" 'cat /usr/bin/MARK' -v "$d:/rel"
-  local rc=$?
-  rm -rf "$d"
-  return $rc
+  escape_dir_case "-v DIR:/rel (/rel -> ../../usr/bin)" 'cat /usr/bin/MARK' -v "@DIR@:/rel"
 }
 
 test_escape_named_volume_filled_in_a_vm_stays_in_the_image() {
@@ -95,30 +97,15 @@ test_escape_named_volume_filled_in_a_vm_stays_in_the_image() {
 }
 
 test_escape_symlink_chain_stays_in_the_image() {
-  local d
-  d=$(hostile_dir)
-  escape_case "-v DIR:/c1/x (/c1 -> /c2 -> usr/./bin/../bin)" 'cat /usr/bin/x/MARK' -v "$d:/c1/x"
-  local rc=$?
-  rm -rf "$d"
-  return $rc
+  escape_dir_case "-v DIR:/c1/x (/c1 -> /c2 -> usr/./bin/../bin)" 'cat /usr/bin/x/MARK' -v "@DIR@:/c1/x"
 }
 
 test_escape_dotdot_at_depth_stays_in_the_image() {
-  local d
-  d=$(hostile_dir)
-  escape_case "-v DIR:/deep/a/b (b -> ../../../../../../usr/bin)" 'cat /usr/bin/MARK' -v "$d:/deep/a/b"
-  local rc=$?
-  rm -rf "$d"
-  return $rc
+  escape_dir_case "-v DIR:/deep/a/b (b -> ../../../../../../usr/bin)" 'cat /usr/bin/MARK' -v "@DIR@:/deep/a/b"
 }
 
 test_escape_mount_flag_bind_stays_in_the_image() {
-  local d
-  d=$(hostile_dir)
-  escape_case "--mount type=bind,dst=/rel" 'cat /usr/bin/MARK' --mount "type=bind,src=$d,dst=/rel"
-  local rc=$?
-  rm -rf "$d"
-  return $rc
+  escape_dir_case "--mount type=bind,dst=/rel" 'cat /usr/bin/MARK' --mount "type=bind,src=@DIR@,dst=/rel"
 }
 
 test_escape_link_inside_a_volume_stays_in_the_image() {
@@ -199,8 +186,7 @@ status_of() {
 test_escape_host_side_processes_run_confined() {
   local c pid proxy qemu fsd vsock
   c=$(cname confined)
-  "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
-  wait_log "$c" ready 90 || return
+  start_sleeper "$c" || return
   proxy=$(docker inspect -f '{{.State.Pid}}' "$c")
   [ -n "$proxy" ] && [ "$proxy" != 0 ] || why "no pid for $c" || return
   qemu=$(pgrep -P "$proxy" -f '^(/usr/bin/)?qemu-system' | head -1)
@@ -236,9 +222,9 @@ test_escape_host_side_processes_run_confined() {
 test_escape_qemu_standin_gets_eperm_for_the_host_reaching_calls() {
   # A copy of the tree whose QEMU is the stand-in (hard links: the real
   # tree is untouched), used by runtime runq-standin (test/run).
-  local tree=/var/lib/runq/standin-tree out
+  local tree out
   gcc -static -O2 -o /tmp/runq-standin.$$ test/lib/standin.c || why "building the stand-in failed" || return
-  rm -rf "$tree" && cp -al "$TREE" "$tree" || why "copying the tree failed" || return
+  tree=$(standin_tree) || why "copying the tree failed" || return
   rm -f "$tree/usr/bin/qemu-system-x86_64" && install -m 0755 /tmp/runq-standin.$$ "$tree/usr/bin/qemu-system-x86_64"
   rm -f /tmp/runq-standin.$$
   out=$(timeout 120 docker run --runtime runq-standin --rm "$IMAGE" true 2>&1)
@@ -330,8 +316,7 @@ test_escape_device_cgroup_names_no_other_containers_taps() {
   # anything able to mknod open another container's macvtap.
   local c pid path list
   c=$(cname devcg)
-  "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
-  wait_log "$c" ready 90 || return
+  start_sleeper "$c" || return
   pid=$(docker inspect -f '{{.State.Pid}}' "$c")
   path=$(awk -F: '$2 == "devices" {print $3}' "/proc/$pid/cgroup")
   [ -n "$path" ] || skip "cgroup v2: the device rules are a BPF program, not a list to read" || return

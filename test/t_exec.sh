@@ -1,11 +1,5 @@
 # Issue 7: docker exec into the VM, HEALTHCHECK, containerd.
 
-# start_sleeper NAME: a running container for execs, waited for.
-start_sleeper() {
-  "${RUNQ[@]}" -d --name "$1" "${@:2}" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null &&
-    wait_log "$1" ready
-}
-
 test_exec_streams_and_exit_code() {
   local c out err; c=$(cname exec); start_sleeper "$c" || return
   err=$(mktemp)

@@ -51,8 +51,7 @@ test_limits_image_env_cannot_raise_the_memory_or_cpus() {
 test_limits_cgroup_is_the_vm_size_plus_the_overhead() {
   local c max mem
   c=$(cname cg)
-  "${RUNQ[@]}" -d --name "$c" -m 512m "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
-  wait_log "$c" ready 90 || return
+  start_sleeper "$c" -m 512m || return
   max=$(cgroup_memory_limit "$c") || why "no memory cgroup for $c" || return
   mem=$(docker exec "$c" awk '/MemTotal/ {print $2}' /proc/meminfo)
   echo "  cgroup memory.max $((max >> 20)) MiB, guest MemTotal $((mem >> 10)) MiB"
@@ -64,8 +63,7 @@ test_limits_cgroup_is_the_vm_size_plus_the_overhead() {
 test_limits_guest_out_of_memory_ends_only_its_container() {
   local other hog out
   other=$(cname other) hog=$(cname hog)
-  "${RUNQ[@]}" -d --name "$other" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
-  wait_log "$other" ready 90 || return
+  start_sleeper "$other" || return
   # More than the guest has, in a tmpfs the guest cannot swap out.
   out=$("${RUNQ[@]}" --name "$hog" -m 256m --tmpfs /big:size=1g "$IMAGE" \
     sh -c 'dd if=/dev/zero of=/big/f bs=1M count=600 2>/dev/null; echo survived' 2>&1)
@@ -104,11 +102,11 @@ test_limits_cpuargs_host_is_refused_without_kvm() {
 # (a hard-linked copy) boots test/lib/hostile-init.c as the guest's init in
 # MODE; prints docker run's output and ends with "rc=N".
 hostile_guest() {
-  local tree=/var/lib/runq/standin-tree dir out rc
+  local tree dir out rc
   dir=$(mktemp -d)
   gcc -static -O2 -o "$dir/init" test/lib/hostile-init.c || { rm -rf "$dir"; return 1; }
   echo "$1" >"$dir/mode"
-  rm -rf "$tree" && cp -al /var/lib/runq/qemu "$tree" || { rm -rf "$dir"; return 1; }
+  tree=$(standin_tree) || { rm -rf "$dir"; return 1; }
   local k
   k=$(readlink -f "$tree/kernels/default")
   rm -f "$k/initrd" && (cd "$dir" && printf 'init\nmode\n' | cpio -o -H newc --quiet) >"$k/initrd"
@@ -121,8 +119,7 @@ hostile_guest() {
 test_limits_hostile_guest_frames_end_only_its_own_container() {
   local other mode out want
   other=$(cname other)
-  "${RUNQ[@]}" -d --name "$other" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null || why "docker run -d failed" || return
-  wait_log "$other" ready 90 || return
+  start_sleeper "$other" || return
   for mode in oversized malformed hostonly signal; do
     out=$(hostile_guest "$mode") || why "setting up the hostile guest ($mode) failed" || return
     case $mode in

@@ -321,14 +321,7 @@ pub fn rewrite(
         },
         privileged: is_privileged(&spec),
         debug,
-        host_filters: runq_protocol::HostFilters {
-            // QEMU's 9p server creates the guest's device nodes.
-            qemu: crate::seccomp::host_filter(match settings.share {
-                runq_protocol::Share::NineP => &["mknod", "mknodat"],
-                runq_protocol::Share::Virtiofs => &[],
-            })?,
-            strict: crate::seccomp::host_filter(&[])?,
-        },
+        host_filters: host_filters(settings.share)?,
     };
 
     let (mounts, tmpfs, mut disks, binds) = rewrite_mounts(
@@ -421,6 +414,17 @@ pub fn rewrite(
         }
     }
     Ok(Rewritten { spec, vm })
+}
+
+/// The helpers' filters, each compiled once per container (QEMU's 9p
+/// server also creates the guest's device nodes).
+fn host_filters(share: runq_protocol::Share) -> Result<runq_protocol::HostFilters, BundleError> {
+    let strict = crate::seccomp::host_filter(&[])?;
+    let qemu = match share {
+        runq_protocol::Share::NineP => crate::seccomp::host_filter(&["mknod", "mknodat"])?,
+        runq_protocol::Share::Virtiofs => strict.clone(),
+    };
+    Ok(runq_protocol::HostFilters { qemu, strict })
 }
 
 /// Host memory a VM needs beyond its guest RAM: QEMU itself and the

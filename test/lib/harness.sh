@@ -18,6 +18,22 @@ expect_eq() {
 
 . "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
+# start_sleeper NAME [DOCKER-ARGS...]: a running runq container, waited
+# for until its workload printed its first line.
+start_sleeper() {
+  "${RUNQ[@]}" -d --name "$1" "${@:2}" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null ||
+    why "docker run -d $1 failed" || return
+  wait_log "$1" ready 90
+}
+
+# standin_tree: a copy of the installed QEMU tree (hard links: the real
+# tree is untouched when a file is replaced) at the path runtime
+# runq-standin uses (test/run registers it); prints the path.
+STANDIN_TREE=/var/lib/runq/standin-tree
+standin_tree() {
+  rm -rf "$STANDIN_TREE" && cp -al /var/lib/runq/qemu "$STANDIN_TREE" && echo "$STANDIN_TREE"
+}
+
 # in_range WHAT VALUE LOW HIGH
 in_range() {
   [ "$2" -ge "$3" ] 2>/dev/null && [ "$2" -le "$4" ] || why "$1: [$2] not in [$3, $4]"
