@@ -109,6 +109,23 @@ test_accel_kvm_refused_where_kvm_cannot_run_guests() {
   [[ "$err" == *"--accel kvm: KVM cannot run a guest here"* ]] || why "message was: $err"
 }
 
+test_accel_auto_fallback_to_tcg_prints_one_line_on_docker_runs_stderr() {
+  local errf out err
+  [ ${#ACCEL_ARGS[@]} -gt 0 ] || { skip "KVM runs guests here: --accel auto does not fall back"; return; }
+  errf=$(mktemp)
+  out=$(docker run --runtime runq-auto --rm "$IMAGE" sh -c 'echo out; echo err >&2' 2>"$errf")
+  err=$(cat "$errf")
+  expect_eq "stdout" out "$out" || return
+  expect_eq "stderr lines" 2 "$(wc -l <"$errf")" || return
+  [[ "$(head -n1 <<<"$err")" == "runq: /dev/kvm: KVM not usable here ("*"); falling back to TCG (an emulated guest"* ]] ||
+    why "first stderr line: [$(head -n1 <<<"$err")]" || return
+  expect_eq "the workload's stderr after it" err "$(tail -n1 <<<"$err")" || return
+  # The operator's --accel tcg (runtime runq here) accepts TCG: no line.
+  "${RUNQ[@]}" --rm "$IMAGE" true 2>"$errf"
+  expect_eq "stderr under --accel tcg" "" "$(cat "$errf")"
+  rm -f "$errf"
+}
+
 test_user_workdir_hostname_env() {
   local out
   out=$("${RUNQ[@]}" --rm -u nobody -w /tmp --hostname vmhost -e GREETING=hi "$IMAGE" \

@@ -139,3 +139,39 @@ test_limits_hostile_guest_frames_end_only_its_own_container() {
   done
   expect_eq "exec into the other container" "alive" "$(docker exec "$other" echo alive 2>&1)"
 }
+
+# proxy_threads PID: its thread count now.
+proxy_threads() { awk '/^Threads:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+
+test_limits_dns_flood_from_the_guest_keeps_the_proxy_bounded() {
+  local net peer c dir pid base max=0 n stop
+  net=$(nname flood); peer=$(cname peer); c=$(cname flood)
+  docker network create "$net" >/dev/null || why "network create failed" || return
+  start_sleeper "$peer" --network "$net" --network-alias peer-alias || return
+  dir=$(mktemp -d)
+  gcc -static -O2 -o "$dir/connflood" test/lib/connflood.c || why "building connflood failed" || return
+  start_sleeper "$c" --network "$net" -v "$dir:/flood:ro" || return
+  pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+  base=$(proxy_threads "$pid")
+  stop=$dir/stop
+  # Sample the proxy's threads until the flood is over.
+  (while [ ! -e "$stop" ]; do t=$(proxy_threads "$pid"); [ -n "$t" ] && [ "$t" -gt "$max" ] && max=$t && echo "$max" >"$dir/max"; sleep 0.05; done) &
+  local sampler=$!
+  timeout 600 docker exec "$c" /flood/connflood 20000 >"$dir/out" 2>&1 &
+  local flood=$!
+  # Other containers keep starting meanwhile.
+  expect_eq "a container started during the flood" started "$("${RUNQ[@]}" --rm "$IMAGE" echo started 2>&1)" ||
+    { wait $flood; touch "$stop"; wait $sampler; rm -rf "$dir"; return 1; }
+  wait $flood
+  n=$(cat "$dir/out")
+  touch "$stop"; wait $sampler
+  max=$(cat "$dir/max" 2>/dev/null || echo "$base")
+  rm -rf "$dir"
+  echo "  flood: $(head -n1 <<<"$n"); proxy threads: $base before, at most $max during (cap: 2 x 32 relayed streams)"
+  [[ "$n" == *done* ]] || why "the flood did not finish: [$n]" || return
+  in_range "proxy threads during the flood" "$max" "$base" $((base + 2 * 32 + 2)) || return
+  # The container keeps working: its DNS answers again.
+  local ip; ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$peer")
+  expect_eq "DNS after the flood" "Address: $ip" \
+    "$(docker exec "$c" sh -c 'nslookup peer-alias 2>/dev/null | grep -A1 "^Name:" | tail -n 1')"
+}

@@ -48,14 +48,10 @@ tree_copy() {
   dir=$(mktemp -d /var/lib/runq/test-tree.XXXXXX)
   echo "$dir" >>"$_trees_file"
   cp -al /var/lib/runq/qemu/. "$dir/"
-  test/lib/register-docker.sh /var/lib/runq/runq "$name" --qemu-tree "$dir" >/dev/null
+  test/lib/register-docker.sh /var/lib/runq/runq "$name" --qemu-tree "$dir" "${ACCEL_ARGS[@]}" >/dev/null
   test/lib/dockerd.sh ensure
-  wait_for_runtime "$name" || return
+  wait_runtime "$name" 2>/dev/null || why "dockerd did not pick up runtime $name within 30s" || return
   echo "$dir"
-}
-wait_for_runtime() {
-  timeout 30 sh -c "until docker info --format '{{json .Runtimes}}' | grep -q '\"$1\"'; do sleep 0.1; done" ||
-    why "dockerd did not pick up runtime $1 within 30s"
 }
 drop_tree_copies() {
   local d

@@ -57,11 +57,20 @@ fuzz_target!(|data: &[u8]| {
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
-    let Ok(settings) =
-        options::resolve(&RuntimeOpts::default(), &env, bundle::docker_sizing(&spec))
-    else {
+    let sizing = bundle::docker_sizing(&spec);
+    let docker_limit = sizing.memory_limit.filter(|l| *l > 0);
+    let Ok(settings) = options::resolve(&RuntimeOpts::default(), &env, sizing) else {
         return;
     };
+    // A ceiling: whatever the image's RUNQ_MEM says, the guest is no
+    // bigger than Docker's --memory.
+    if let Some(limit) = docker_limit {
+        assert!(
+            (i64::from(settings.mem_mib) << 20) <= limit.max(1 << 20),
+            "guest of {} MiB above docker's limit of {limit} bytes",
+            settings.mem_mib
+        );
+    }
     let host = HostFacts {
         bounding_caps: u64::MAX >> 23,
         devices: vec![HostDevice {
@@ -92,6 +101,24 @@ fuzz_target!(|data: &[u8]| {
                     "unclean destination {d:?}"
                 );
             }
+        }
+        // The container's cgroup: Docker's limit, or the VM's size plus the
+        // documented overhead, never more.
+        if let Some(limit) = docker_limit {
+            let got = r
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|res| res.memory().as_ref())
+                .and_then(|m| m.limit())
+                .unwrap_or(limit);
+            let overhead = bundle::vm_overhead_mib(settings.accel) << 20;
+            let vm = i64::from(settings.mem_mib) << 20;
+            assert!(
+                got <= limit.max(vm + overhead),
+                "cgroup limit {got} above docker's {limit} and the VM's {vm} + {overhead}"
+            );
         }
         let _ = r.vm.to_json();
     }

@@ -6,8 +6,22 @@ use libfuzzer_sys::fuzz_target;
 use runq_protocol::{exec_args, wire};
 
 fuzz_target!(|data: &[u8]| {
+    // As the guest reads the host's frames (up to the 16 MiB of Start)...
     let mut cursor = std::io::Cursor::new(data);
     while let Ok(Some(_)) = wire::read_msg(&mut cursor) {}
+    // ...and as the host reads the guest's: nothing over the guest limit
+    // is ever decoded (its length prefix is refused before any allocation).
+    let mut cursor = std::io::Cursor::new(data);
+    loop {
+        let at = cursor.position() as usize;
+        match wire::read_msg_max(&mut cursor, wire::MAX_GUEST_FRAME) {
+            Ok(Some(_)) => {
+                let took = cursor.position() as usize - at;
+                assert!(took <= 4 + wire::MAX_GUEST_FRAME, "decoded a {took}-byte guest frame");
+            }
+            _ => break,
+        }
+    }
     let _ = wire::decode(data);
     // The exec argument encoding, fed the same bytes as argv words.
     let words: Vec<String> = String::from_utf8_lossy(data)

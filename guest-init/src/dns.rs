@@ -8,9 +8,12 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use runq_protocol::{DNS_PORT, DOCKER_DNS};
+use runq_protocol::slots::Slots;
+use runq_protocol::{DNS_PORT, DOCKER_DNS, MAX_DNS_RELAYS};
 use vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
 
+/// A query's answer, and a TCP stream that carries nothing for this long,
+/// are given up (the proxy's end closes idle streams after the same time).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn dial_proxy() -> io::Result<VsockStream> {
@@ -28,30 +31,47 @@ pub fn serve_if_used(resolv_conf: &str) -> Result<()> {
     }
     let udp = UdpSocket::bind((DOCKER_DNS, 53)).context("binding 127.0.0.11:53/udp")?;
     let tcp = TcpListener::bind((DOCKER_DNS, 53)).context("binding 127.0.0.11:53/tcp")?;
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 65535];
-        loop {
-            let Ok((n, client)) = udp.recv_from(&mut buf) else {
-                continue;
-            };
-            let query = buf[..n].to_vec();
-            let Ok(reply_to) = udp.try_clone() else {
-                continue;
-            };
-            thread::spawn(move || {
-                if let Ok(answer) = udp_query_over_tcp(&query) {
-                    let _ = reply_to.send_to(&answer, client);
-                }
-            });
-        }
-    });
-    thread::spawn(move || {
-        for client in tcp.incoming().flatten() {
-            thread::spawn(move || {
-                let _ = splice(client);
-            });
-        }
-    });
+    // Queries and streams in flight share the proxy's cap: past it a UDP
+    // query goes unanswered (the resolver retries) and a TCP stream is
+    // closed; PID 1 never runs out of threads (a spawn that fails is a
+    // refused query, never a panic).
+    let slots = Slots::new(MAX_DNS_RELAYS);
+    let udp_slots = slots.clone();
+    thread::Builder::new()
+        .name("dns-udp".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let Ok((n, client)) = udp.recv_from(&mut buf) else {
+                    continue;
+                };
+                let (Some(slot), Ok(reply_to)) = (udp_slots.take(), udp.try_clone()) else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                let _ = thread::Builder::new().spawn(move || {
+                    let _slot = slot;
+                    if let Ok(answer) = udp_query_over_tcp(&query) {
+                        let _ = reply_to.send_to(&answer, client);
+                    }
+                });
+            }
+        })
+        .context("starting the DNS relay (udp)")?;
+    thread::Builder::new()
+        .name("dns-tcp".into())
+        .spawn(move || {
+            for client in tcp.incoming().flatten() {
+                let Some(slot) = slots.take() else {
+                    continue; // dropped, so closed
+                };
+                let _ = thread::Builder::new().spawn(move || {
+                    let _slot = slot;
+                    let _ = splice(client);
+                });
+            }
+        })
+        .context("starting the DNS relay (tcp)")?;
     Ok(())
 }
 
@@ -72,11 +92,13 @@ fn udp_query_over_tcp(query: &[u8]) -> io::Result<Vec<u8>> {
 
 fn splice(client: TcpStream) -> io::Result<()> {
     let proxy = dial_proxy()?;
+    client.set_read_timeout(Some(QUERY_TIMEOUT))?;
+    proxy.set_read_timeout(Some(QUERY_TIMEOUT))?;
     let (mut c_in, mut p_out) = (client.try_clone()?, proxy.try_clone()?);
-    let up = thread::spawn(move || {
+    let up = thread::Builder::new().spawn(move || {
         let _ = io::copy(&mut c_in, &mut p_out);
         let _ = p_out.shutdown(Shutdown::Write);
-    });
+    })?;
     let (mut p_in, mut c_out) = (proxy, client);
     let _ = io::copy(&mut p_in, &mut c_out);
     let _ = c_out.shutdown(Shutdown::Write);

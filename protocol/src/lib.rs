@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod exec_args;
 pub mod image;
 pub mod resolve;
+pub mod slots;
 pub mod spec;
 pub mod wire;
 
@@ -58,3 +59,7 @@ pub const ROOTFS_TAG: &str = "rootfs";
 /// 31 s at 32, 27 s at 16: stale translations of reused guest pages cost
 /// more than retranslating after a flush). 32 keeps starts as fast as 128.
 pub const TCG_TB_MIB: u32 = 32;
+
+/// DNS streams relayed at once, at each end of the relay (two threads
+/// each): a guest opening more gets the excess closed.
+pub const MAX_DNS_RELAYS: usize = 32;

@@ -330,6 +330,11 @@ pub struct VmSpec {
     /// create` for the host (packed as [`VmSpec::seccomp`]).
     #[serde(default)]
     pub host_filters: HostFilters,
+    /// One line the proxy writes to the container's stderr before the
+    /// guest boots (`--accel auto` fell back to TCG): the user of `docker
+    /// run` sees it, not only runc's log.
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
 /// The proxy's filters for the processes it starts next to the guest.
@@ -434,6 +439,7 @@ mod tests {
             sigusr: false,
             resolv_conf: None,
             host_filters: HostFilters::default(),
+            warning: None,
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

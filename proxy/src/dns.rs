@@ -7,17 +7,13 @@
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use runq_protocol::{DNS_PORT, DOCKER_DNS};
+use runq_protocol::slots::Slots;
+use runq_protocol::{DNS_PORT, DOCKER_DNS, MAX_DNS_RELAYS};
 
-/// Relayed streams at once (two threads each): a guest opening more gets
-/// the excess closed at once, never a proxy without threads.
-pub const MAX_RELAYS: usize = 32;
 /// A stream that carries nothing for this long is closed (a DNS-over-TCP
 /// answer takes milliseconds).
 const IDLE: Duration = Duration::from_secs(10);
@@ -35,9 +31,9 @@ pub fn serve(vsock_uds: &str) -> Result<()> {
 }
 
 fn accept_loop(listener: UnixListener) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(MAX_DNS_RELAYS);
     for conn in listener.incoming().flatten() {
-        let Some(slot) = Slot::take(&active) else {
+        let Some(slot) = slots.take() else {
             continue; // over the cap: dropped, so closed
         };
         // A thread that cannot be had is a refused stream too.
@@ -45,26 +41,6 @@ fn accept_loop(listener: UnixListener) {
             let _slot = slot;
             let _ = splice_to_docker_dns(conn);
         });
-    }
-}
-
-/// One of the [`MAX_RELAYS`] places, given back when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(active: &Arc<AtomicUsize>) -> Option<Slot> {
-        active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_RELAYS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Slot(active.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -86,21 +62,4 @@ fn splice_to_docker_dns(guest: UnixStream) -> io::Result<()> {
     let _ = g_out.shutdown(Shutdown::Write);
     let _ = up.join();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relays_are_capped_and_places_come_back() {
-        let active = Arc::new(AtomicUsize::new(0));
-        let slots: Vec<Slot> = (0..MAX_RELAYS)
-            .map(|_| Slot::take(&active).unwrap())
-            .collect();
-        assert!(Slot::take(&active).is_none(), "one over the cap");
-        drop(slots);
-        assert_eq!(active.load(Ordering::Acquire), 0);
-        assert!(Slot::take(&active).is_some());
-    }
 }

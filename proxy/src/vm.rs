@@ -44,6 +44,9 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         crate::trace_to(&run_path("proxy-trace.log"));
         crate::trace("proxy started");
     }
+    if let Some(w) = &vm.warning {
+        eprintln!("runq: {w}");
+    }
     let accel = match vm.accel {
         runq_protocol::Accel::Kvm => Accel::Kvm,
         runq_protocol::Accel::Tcg => Accel::Tcg,

@@ -322,6 +322,7 @@ pub fn rewrite(
         privileged: is_privileged(&spec),
         debug,
         host_filters: host_filters(settings.share)?,
+        warning: None,
     };
 
     let (mounts, tmpfs, mut disks, binds) = rewrite_mounts(

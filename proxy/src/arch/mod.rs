@@ -324,6 +324,7 @@ mod tests {
             sigusr: false,
             resolv_conf: None,
             host_filters: Default::default(),
+            warning: None,
         }
     }
 

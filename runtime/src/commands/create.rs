@@ -116,11 +116,11 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
             "--cpuargs host needs KVM, and guests run under TCG here: use --cpuargs max, or none"
         );
     }
-    if let Some(w) = warning {
+    if let Some(w) = &warning {
         log.warn(&format!("runq: {id}: {w}"));
     }
     let host = host_facts(&cli.opts.qemu_tree, accel, settings.apuuid.as_deref())?;
-    let rewritten = bundle::rewrite(
+    let mut rewritten = bundle::rewrite(
         spec,
         id,
         &bundle,
@@ -132,6 +132,10 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
     )?;
 
+    // The same line on the container's stderr, where `docker run` shows it.
+    rewritten.vm.warning = warning.map(|w| {
+        format!("{w} (an emulated guest, with no hardware isolation boundary; runtime option --accel tcg accepts this silently, --accel kvm refuses it)")
+    });
     fs::create_dir(&runq_dir).with_context(|| format!("creating {}", runq_dir.display()))?;
     let written = (|| -> Result<()> {
         // The proxy's root: only mount points, all filled by runc.
