@@ -51,6 +51,48 @@ test_twenty_parallel_execs() {
   rm -rf "$d"
 }
 
+# The execs of the parallel test: four that cannot start (not found, not
+# executable) and two that can.
+FAILING_EXECS=(nosuchcmd bash /etc/passwd /tmp "sh -c 'exit 3'" true)
+
+test_failing_execs_in_parallel_never_harm_the_container_on_1_2_4_vcpus() {
+  local ref cpus c d i k cmd want got n=0 bad=0 names=()
+  local -A expect
+  # What runc answers for each is the reference, not a table of ours.
+  ref=$(cname ref)
+  "${RUNC[@]}" -d --name "$ref" "$IMAGE" sleep 600 >/dev/null || why "runc reference failed" || return
+  for k in "${!FAILING_EXECS[@]}"; do
+    eval "docker exec $ref ${FAILING_EXECS[$k]}" >/dev/null 2>&1
+    expect[$k]=$?
+  done
+  d=$(mktemp -d)
+  for cpus in 1 2 4; do
+    c=$(cname "fail$cpus"); names+=("$c")
+    start_sleeper "$c" -e RUNQ_CPU=$cpus || { rm -rf "$d"; return 1; }
+  done
+  # 70 execs per VM, 8 at a time over the three VMs: 47 that cannot start.
+  for i in $(seq 0 209); do
+    c=${names[$((i % 3))]} k=$(( (i / 3) % ${#FAILING_EXECS[@]} ))
+    while [ "$(jobs -rp | wc -l)" -ge 8 ]; do wait -n; done
+    (eval "docker exec $c ${FAILING_EXECS[$k]}" >/dev/null 2>&1; echo "$c $k $?" >"$d/$i") &
+  done
+  wait
+  for i in $(seq 0 209); do
+    read -r c k got <"$d/$i" || { bad=$((bad + 1)); continue; }
+    want=${expect[$k]}
+    n=$((n + 1))
+    [ "$got" = "$want" ] || { bad=$((bad + 1)); echo "  $c: docker exec ${FAILING_EXECS[$k]}: $got, runc says $want"; }
+  done
+  rm -rf "$d"
+  echo "  $n execs over VMs of 1, 2, 4 vCPUs; runc's statuses: $(for k in "${!FAILING_EXECS[@]}"; do printf '[%s]=%s ' "${FAILING_EXECS[$k]}" "${expect[$k]}"; done)"
+  expect_eq "execs answered as under runc" 0 "$bad" || return
+  expect_eq "execs run" 210 "$n" || return
+  for i in 0 1 2; do
+    expect_eq "${names[$i]} after the execs" "true alive" \
+      "$(docker inspect -f '{{.State.Running}}' "${names[$i]}") $(docker exec "${names[$i]}" echo alive 2>&1)" || return
+  done
+}
+
 test_noexec_refuses_exec() {
   local c err; c=$(cname noexec); start_sleeper "$c" -e RUNQ_NOEXEC=1 || return
   err=$(docker exec "$c" true 2>&1) && why "exec succeeded" && return 1

@@ -19,6 +19,13 @@ use runq_protocol::{wire, Msg, CONTROL_PORT};
 use vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
 
 fn main() {
+    // PID 1 must never just die (the kernel panics with "Attempted to kill
+    // init" and the user learns nothing): a panic in any thread is said on
+    // the console, whose last lines the host shows, and the VM powers off.
+    std::panic::set_hook(Box::new(|info| {
+        log(&format!("internal error, the VM stops: {info}"));
+        power_off();
+    }));
     if let Err(e) = boot() {
         log(&format!("fatal: {e:#}"));
     }

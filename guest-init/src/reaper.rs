@@ -1,15 +1,32 @@
 //! PID 1 reaps every child; the workload's and each exec'd process's
 //! status must reach whoever waits for it, whichever of the two (the exit
 //! or the wait) comes first.
+//!
+//! One child is not ours to reap: when `Command::spawn` cannot exec (a
+//! `docker exec` of a missing binary), std's parent side reaps the failed
+//! child itself and asserts that it could. A `waitpid(-1)` that took the
+//! child first made that assertion fail, and PID 1 abort (the kernel's
+//! "Attempted to kill init", on 2 or more vCPUs). So the reaper first
+//! waits without reaping (`WNOWAIT`), then reaps only while no spawn is in
+//! progress ([`spawning`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use runq_protocol::ExitStatus;
+
+/// Shared by every spawn in progress, exclusive while the reaper reaps.
+static SPAWNS: RwLock<()> = RwLock::new(());
+
+/// Hold this across `Command::spawn` (and nothing longer): the reaper
+/// leaves the children alone meanwhile.
+pub fn spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWNS.read().unwrap_or_else(|e| e.into_inner())
+}
 
 enum Slot {
     Waiting(Sender<ExitStatus>),
@@ -54,10 +71,25 @@ impl Reaper {
     /// Reap until `workload` ends; deliver every other status.
     pub fn reap_until(&self, workload: Pid) -> ExitStatus {
         loop {
-            let (pid, status) = match waitpid(None, None) {
+            // A child has ended: which one, without reaping it yet.
+            let ended = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Ok(s) => s.pid(),
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::log(&format!("waitid: {e}"));
+                    return ExitStatus::Exited(255);
+                }
+            };
+            let Some(ended) = ended else { continue };
+            let reaped = {
+                let _no_spawn = SPAWNS.write().unwrap_or_else(|e| e.into_inner());
+                waitpid(ended, Some(WaitPidFlag::WNOHANG))
+            };
+            let (pid, status) = match reaped {
                 Ok(WaitStatus::Exited(p, code)) => (p, ExitStatus::Exited(code)),
                 Ok(WaitStatus::Signaled(p, sig, _)) => (p, ExitStatus::Signaled(sig as i32)),
-                Ok(_) | Err(Errno::EINTR) => continue,
+                // Reaped by the spawn that was in progress (its exec failed).
+                Ok(_) | Err(Errno::EINTR) | Err(Errno::ECHILD) => continue,
                 Err(e) => {
                     crate::log(&format!("waitpid: {e}"));
                     return ExitStatus::Exited(255);

@@ -139,7 +139,12 @@ fn exec_session(
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone()?));
     let w = match workload::spawn(&req.process, req.winsize, seccomp, Target::Join(workload)) {
         Ok(w) => w,
-        Err(e) => return send(&writer, &e.into()),
+        // Docker reports an exec that could not start as 126, whatever
+        // the cause (not found included); `docker run` says 127 for that.
+        Err(mut e) => {
+            e.code = 126;
+            return send(&writer, &e.into());
+        }
     };
     let status = reaper.watch(w.pid);
     relay(conn, writer, w, None, move || {

@@ -281,7 +281,10 @@ pub fn spawn(
             Ok(())
         });
     }
-    let spawned = cmd.spawn();
+    let spawned = {
+        let _reaper_waits = crate::reaper::spawning();
+        cmd.spawn()
+    };
     setns(&own_pid_ns, CloneFlags::CLONE_NEWPID)
         .map_err(|e| fail("returning to init's PID namespace", &e))?;
     let mut child = spawned.map_err(|e| spawn_error(program, &e))?;
