@@ -3,6 +3,7 @@
 //! ended, power off. Its own messages go to the console (a log file on the
 //! host side), never into the workload's stdout/stderr.
 
+mod cgroup;
 mod dns;
 mod modules;
 mod mounts;

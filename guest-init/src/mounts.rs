@@ -14,7 +14,7 @@ use runq_protocol::{wire::StartRequest, DiskFs, GuestDisk, Share, ROOTFS_TAG};
 pub const ROOT: &str = "/rootfs";
 pub const ROOT_C: &std::ffi::CStr = c"/rootfs";
 
-fn mount_fs(
+pub fn mount_fs(
     src: &str,
     target: &str,
     fstype: &str,
@@ -108,6 +108,9 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         Some("mode=755,size=65536k"),
     )?;
     populate_dev(&r("/dev")?)?;
+    for d in &start.devices {
+        make_device(d, &r(&d.path)?)?;
+    }
     if start.privileged {
         // --privileged: every device of the guest, as runc gives every
         // device of the host.
@@ -126,6 +129,18 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
     for t in &start.tmpfs {
         let (flags, data) = tmpfs_options(&t.options);
         mount_fs("tmpfs", &r(&t.dest)?, "tmpfs", flags, Some(&data))?;
+    }
+    // Docker's bind mounts arrive inside the shared root; each becomes a
+    // mount point of its own, as under runc, read-only where asked (the
+    // host refuses the writes anyway; this makes the guest say so).
+    for b in &start.binds {
+        let target = r(b)?;
+        if start.rootdisk.is_none() {
+            bind_onto_itself(&target)?;
+        }
+        if start.readonly_binds.contains(b) {
+            remount_readonly(&target)?;
+        }
     }
     // Only a workload that may load modules needs them (CAP_SYS_MODULE,
     // bit 16, in its bounding set); others get no mount point created.
@@ -403,15 +418,73 @@ fn copy_device_nodes(from: &Path, to: &Path) -> Result<()> {
         if dst.symlink_metadata().is_ok() {
             continue;
         }
-        mknod(
-            &dst,
-            kind,
-            Mode::from_bits_truncate(meta.mode() & 0o7777),
-            meta.rdev(),
-        )
-        .with_context(|| format!("mknod {}", dst.display()))?;
+        node(&dst, kind, meta.mode() & 0o7777, meta.rdev())?;
     }
     Ok(())
+}
+
+fn bind_onto_itself(target: &str) -> Result<()> {
+    nix::mount::mount(
+        Some(target),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind mount {target}"))
+}
+
+/// Read-only, keeping the mount's nosuid/nodev/noexec (a bind remount
+/// that drops a locked flag is refused).
+fn remount_readonly(target: &str) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(target).with_context(|| format!("statvfs {target}"))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (f, m) in [
+        (nix::sys::statvfs::FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (nix::sys::statvfs::FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (nix::sys::statvfs::FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if st.flags().contains(f) {
+            flags |= m;
+        }
+    }
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("remounting {target} read-only"))
+}
+
+/// A device node with exactly `mode` (mknod's is cut by the umask).
+fn node(path: &Path, kind: SFlag, mode: u32, dev: u64) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    mknod(path, kind, Mode::from_bits_truncate(mode), dev)
+        .with_context(|| format!("mknod {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// One of Docker's `--device` nodes at `path` (resolved in the root): the
+/// guest's device of those numbers, with the spec's mode and owner.
+fn make_device(d: &runq_protocol::spec::DeviceNode, path: &str) -> Result<()> {
+    let path = Path::new(path);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let _ = fs::remove_file(path); // runc replaces what is there too
+    let kind = if d.block {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let (major, minor) = (
+        u64::try_from(d.major).context("device major")?,
+        u64::try_from(d.minor).context("device minor")?,
+    );
+    node(path, kind, d.mode, makedev(major, minor))?;
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(d.uid)),
+        Some(nix::unistd::Gid::from_raw(d.gid)),
+    )
+    .with_context(|| format!("chown {}", path.display()))
 }
 
 /// The device nodes and links runc creates in a container's /dev.
@@ -426,13 +499,7 @@ fn populate_dev(dev: &str) -> Result<()> {
     ];
     for (name, major, minor) in NODES {
         let path = Path::new(dev).join(name);
-        mknod(
-            &path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(*major, *minor),
-        )
-        .with_context(|| format!("mknod {}", path.display()))?;
+        node(&path, SFlag::S_IFCHR, 0o666, makedev(*major, *minor))?;
     }
     let links = [
         ("ptmx", "pts/ptmx"),

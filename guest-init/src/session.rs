@@ -39,6 +39,10 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
             .context("starting the embedded-DNS relay")?;
         crate::debug("dns relay up");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Err(e) = crate::cgroup::prepare(start.memory_bytes, cpus) {
+            log(&format!("no cgroup for the container: {e:#}"));
+        }
         if let Some(h) = &start.hostname {
             sethostname(h).context("setting the hostname")?;
         }
@@ -57,6 +61,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     let confinement = workload::Confinement {
         masked: start.masked_paths.clone(),
         readonly: start.readonly_paths.clone(),
+        privileged: start.privileged,
     };
     let seccomp = Arc::new(start.seccomp.clone());
     let w = match workload::spawn(

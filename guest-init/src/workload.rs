@@ -57,6 +57,17 @@ fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
     }
 }
 
+/// The home directory of `uid` in an /etc/passwd, else "/".
+fn home_of(passwd: &str, uid: u32) -> &str {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse() == Ok(uid))
+        .map(|f| f[5])
+        .filter(|h| !h.is_empty())
+        .unwrap_or("/")
+}
+
 /// Where a process starts.
 pub enum Target<'a> {
     /// The workload: new PID and mount namespaces rooted at the container,
@@ -71,6 +82,8 @@ pub enum Target<'a> {
 pub struct Confinement {
     pub masked: Vec<String>,
     pub readonly: Vec<String>,
+    /// `--privileged`: the cgroup hierarchy is writable, as under runc.
+    pub privileged: bool,
 }
 
 /// Apply masked and read-only paths in the current (new) mount namespace;
@@ -112,11 +125,28 @@ fn confine(masked: &[CString], readonly: &[CString]) -> nix::Result<()> {
             Err(nix::errno::Errno::ENOENT) => continue,
             r => r?,
         }
+        // As runc: the flags the mount has (nosuid, nodev, noexec on
+        // /proc) are kept.
+        // SAFETY: an all-zero `statvfs` is a valid value; `p` is a C
+        // string (glibc answers from statfs(2), no allocation).
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let mut keep = MsFlags::empty();
+        if unsafe { libc::statvfs(p.as_ptr(), &mut st) } == 0 {
+            for (f, m) in [
+                (libc::ST_NOSUID, MsFlags::MS_NOSUID),
+                (libc::ST_NODEV, MsFlags::MS_NODEV),
+                (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            ] {
+                if st.f_flag & f != 0 {
+                    keep |= m;
+                }
+            }
+        }
         mount(
             None::<&CStr>,
             p.as_c_str(),
             None::<&CStr>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | keep,
             None::<&CStr>,
         )?;
     }
@@ -140,10 +170,25 @@ pub fn spawn(
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
     }
+    if !p.env.iter().any(|kv| kv.starts_with("HOME=")) {
+        // As runc: HOME from the image's /etc/passwd, else "/".
+        let root = match &target {
+            Target::NewNamespaces(_) => crate::mounts::ROOT.to_string(),
+            Target::Join(w) => format!("/proc/{w}/root"),
+        };
+        let passwd = std::fs::read_to_string(format!("{root}/etc/passwd")).unwrap_or_default();
+        cmd.env("HOME", home_of(&passwd, p.uid));
+    }
 
     let mut pty = None;
+    // The terminal's /dev/pts/N as the workload's root names it.
+    let mut console: Option<CString> = None;
     if p.terminal {
         let pair = open_container_pty().map_err(|e| fail("allocating a terminal", &e))?;
+        // As runc: the terminal belongs to the process's user (its group
+        // stays tty, from devpts).
+        nix::unistd::fchown(pair.slave.as_raw_fd(), Some(Uid::from_raw(p.uid)), None)
+            .map_err(|e| fail("allocating a terminal", &e))?;
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| fail("allocating a terminal", &e))
@@ -154,6 +199,8 @@ pub fn spawn(
         if let Some((rows, cols)) = winsize {
             set_winsize(&pair.master, rows, cols);
         }
+        console =
+            Some(pty_slave_path(&pair.master).map_err(|e| fail("allocating a terminal", &e))?);
         pty = Some(pair.master);
     } else {
         cmd.stdin(Stdio::piped())
@@ -174,10 +221,19 @@ pub fn spawn(
         .iter()
         .map(|p| runq_protocol::bpf::unpack(p))
         .collect();
-    let (masked, readonly) = match &target {
-        Target::NewNamespaces(c) => (c_paths(&c.masked)?, c_paths(&c.readonly)?),
-        Target::Join(_) => (Vec::new(), Vec::new()),
+    let (masked, readonly, cgroup_flags) = match &target {
+        Target::NewNamespaces(c) => {
+            let mut f = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            if !c.privileged {
+                f |= MsFlags::MS_RDONLY;
+            }
+            (c_paths(&c.masked)?, c_paths(&c.readonly)?, f)
+        }
+        Target::Join(_) => (Vec::new(), Vec::new(), MsFlags::empty()),
     };
+    // The container's cgroup (the workload's and every exec's), entered by
+    // the child itself: one write of "0" to this descriptor.
+    let cgroup_procs = crate::cgroup::procs();
     let groups: Vec<Gid> = p
         .additional_gids
         .iter()
@@ -219,9 +275,10 @@ pub fn spawn(
                     .map_err(|e| fail("joining the workload (has it exited?)", &e))
             };
             let (pid_ns, mnt_ns, root) = (open("ns/pid")?, open("ns/mnt")?, open("root")?);
+            let cgroup_ns = open("ns/cgroup")?;
             setns(&pid_ns, CloneFlags::CLONE_NEWPID)
                 .map_err(|e| fail("joining the workload's PID namespace", &e))?;
-            Some((mnt_ns, root))
+            Some((mnt_ns, root, cgroup_ns))
         }
     };
     // SAFETY: the closure only makes async-signal-safe system calls on
@@ -233,12 +290,52 @@ pub fn spawn(
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(procs) = &cgroup_procs {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             match &join {
                 None => {
+                    if cgroup_procs.is_some() {
+                        unshare(CloneFlags::CLONE_NEWCGROUP)?;
+                    }
                     enter_root()?;
+                    if let Some(src) = &console {
+                        // As runc: the terminal is also /dev/console.
+                        let fd = libc::open(
+                            c"/dev/console".as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                            0o600,
+                        );
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        mount(
+                            Some(src.as_c_str()),
+                            c"/dev/console",
+                            None::<&CStr>,
+                            MsFlags::MS_BIND,
+                            None::<&CStr>,
+                        )?;
+                    }
+                    if cgroup_procs.is_some() {
+                        // Mounted from inside the new cgroup namespace: its
+                        // root is the container's cgroup.
+                        mount(
+                            Some(c"cgroup2"),
+                            c"/sys/fs/cgroup",
+                            Some(c"cgroup2"),
+                            cgroup_flags,
+                            None::<&CStr>,
+                        )?;
+                    }
                     confine(&masked, &readonly)?;
                 }
-                Some((mnt_ns, root)) => {
+                Some((mnt_ns, root, cgroup_ns)) => {
+                    if cgroup_procs.is_some() {
+                        setns(cgroup_ns, CloneFlags::CLONE_NEWCGROUP)?;
+                    }
                     setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
                     fchdir(root.as_raw_fd())?;
                     chroot(c".")?;
@@ -428,6 +525,16 @@ pub struct PtyPair {
 
 /// A pty from the container's own devpts instance, so that the slave's
 /// name (`tty`) resolves inside the container.
+/// `/dev/pts/N` of a pty master, as a C string made before the fork.
+fn pty_slave_path(master: &OwnedFd) -> io::Result<CString> {
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes the pty's number into an unsigned int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    CString::new(format!("/dev/pts/{n}")).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
 fn open_container_pty() -> io::Result<PtyPair> {
     use std::os::fd::FromRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -471,5 +578,20 @@ pub fn set_winsize(pty: &OwnedFd, rows: u16, cols: u16) {
     // for the duration of the call; the fd is a valid pty master.
     unsafe {
         libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_comes_from_passwd_else_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\nbad:line\nempty:x:7:7:::\n";
+        assert_eq!(home_of(passwd, 0), "/root");
+        assert_eq!(home_of(passwd, 65534), "/home");
+        assert_eq!(home_of(passwd, 7), "/");
+        assert_eq!(home_of(passwd, 1000), "/");
+        assert_eq!(home_of("", 0), "/");
     }
 }

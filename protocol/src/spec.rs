@@ -196,6 +196,21 @@ pub struct ProcessSpec {
     pub no_new_privileges: bool,
 }
 
+/// A device node of Docker's `--device` in the guest's /dev: the same
+/// type, numbers, mode and owner, naming the guest's own device (the host
+/// device is not given to the host-side processes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeviceNode {
+    pub path: String,
+    /// Block device, else character device.
+    pub block: bool,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// A tmpfs in the guest, with mount options as Docker writes them
 /// (`nosuid`, `size=64m`, `mode=1777`...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -275,6 +290,9 @@ pub struct VmSpec {
     /// Destinations of Docker's bind mounts, as the workload sees them.
     #[serde(default)]
     pub binds: Vec<String>,
+    /// Those of [`VmSpec::binds`] mounted read-only (`-v ...:ro`).
+    #[serde(default)]
+    pub readonly_binds: Vec<String>,
     /// OCI `linux.sysctl` (sorted by key), for the guest.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
@@ -307,6 +325,9 @@ pub struct VmSpec {
     /// device), never on the host (the proxy keeps its own device list).
     #[serde(default)]
     pub privileged: bool,
+    /// Docker's `--device` nodes (not runq disks), made in the guest.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
     /// Log debug lines from the proxy and keep guest kernel messages.
     #[serde(default)]
     pub debug: bool,
@@ -413,6 +434,7 @@ mod tests {
             }],
             rootdisk: None,
             binds: vec![],
+            readonly_binds: vec![],
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             masked_paths: vec![],
             readonly_paths: vec![],
@@ -432,6 +454,7 @@ mod tests {
             shm_size: None,
             seccomp: vec![vec![0x0006_0000_7fff_0000]],
             privileged: true,
+            devices: vec![],
             debug: false,
             systemd: true,
             runqenv: false,

@@ -130,6 +130,9 @@ pub struct StartRequest {
     /// Destinations of Docker's bind mounts in the container (a rootdisk
     /// root takes them over from the shared root).
     pub binds: Vec<String>,
+    /// Those of `binds` that are read-only: remounted so in the guest, as
+    /// runc shows them (the host refuses the writes either way).
+    pub readonly_binds: Vec<String>,
     /// OCI `linux.sysctl`, set in the guest before the workload starts.
     pub sysctls: Vec<(String, String)>,
     /// OCI `linux.maskedPaths` / `readonlyPaths`, applied in the
@@ -140,6 +143,10 @@ pub struct StartRequest {
     pub seccomp: Vec<Vec<u64>>,
     /// `--privileged`: the workload sees every guest device.
     pub privileged: bool,
+    /// The VM's memory: the container cgroup's `memory.max` in the guest.
+    pub memory_bytes: u64,
+    /// Docker's `--device` nodes, made in the container's /dev.
+    pub devices: Vec<crate::spec::DeviceNode>,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -328,11 +335,14 @@ mod tests {
                 exclude: vec!["/var/cache".into()],
             }),
             binds: vec!["/etc/hosts".into()],
+            readonly_binds: vec![],
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
             masked_paths: vec!["/proc/kcore".into()],
             readonly_paths: vec!["/proc/sys".into()],
             seccomp: vec![vec![0x0006_0000_7fff_0000]],
             privileged: false,
+            devices: vec![],
+            memory_bytes: 512 << 20,
         })));
     }
 

@@ -209,11 +209,14 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         disks: vm.disks.iter().map(|d| d.guest.clone()).collect(),
         rootdisk: vm.rootdisk.clone(),
         binds: vm.binds.clone(),
-        sysctls: vm.sysctls.clone(),
+        readonly_binds: vm.readonly_binds.clone(),
+        sysctls: with_inherited_sysctls(&vm.sysctls),
         masked_paths: vm.masked_paths.clone(),
         readonly_paths: vm.readonly_paths.clone(),
         seccomp: vm.seccomp.clone(),
         privileged: vm.privileged,
+        devices: vm.devices.clone(),
+        memory_bytes: u64::from(vm.mem_mib) << 20,
     };
     wire::write_msg(&mut conn, &Msg::Start(Box::new(start)))?;
     crate::trace("start sent");
@@ -353,4 +356,22 @@ fn tsc_khz() -> Option<u64> {
         .parse()
         .ok()?;
     Some((mhz * 1000.0).round() as u64)
+}
+
+/// Sysctls a runc container inherits from its network namespace, which
+/// the guest's kernel would otherwise start at its own defaults: the
+/// container's values (the proxy lives in its namespace), unless Docker's
+/// `--sysctl` sets them.
+fn with_inherited_sysctls(set: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = set.to_vec();
+    for key in ["net.ipv4.ip_forward"] {
+        if set.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        if let Ok(v) = std::fs::read_to_string(path) {
+            all.push((key.to_string(), v.trim().to_string()));
+        }
+    }
+    all
 }

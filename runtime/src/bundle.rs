@@ -280,6 +280,7 @@ pub fn rewrite(
         disks: Vec::new(),
         rootdisk: settings.rootdisk.clone(),
         binds: Vec::new(),
+        readonly_binds: Vec::new(),
         sysctls: linux_of(&spec)
             .and_then(|l| l.sysctl().clone())
             .map(|m| m.into_iter().collect::<std::collections::BTreeMap<_, _>>())
@@ -320,12 +321,13 @@ pub fn rewrite(
             )?,
         },
         privileged: is_privileged(&spec),
+        devices: Vec::new(),
         debug,
         host_filters: host_filters(settings.share)?,
         warning: None,
     };
 
-    let (mounts, tmpfs, mut disks, binds) = rewrite_mounts(
+    let (mounts, tmpfs, mut disks, (binds, readonly_binds)) = rewrite_mounts(
         spec.mounts().clone().unwrap_or_default(),
         &rootfs,
         bundle,
@@ -348,6 +350,7 @@ pub fn rewrite(
     }
     vm.disks = disks;
     vm.binds = binds;
+    vm.readonly_binds = readonly_binds;
     spec.set_root(Some(proxy_root(bundle)?));
     spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
 
@@ -367,11 +370,18 @@ pub fn rewrite(
             PROXY_READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
         ));
         let mut devices = linux.devices().clone().unwrap_or_default();
-        if vm.privileged {
-            // Privileged inside the VM only: the proxy's container gets
-            // none of the host's devices beyond runq disks and QEMU's own.
-            devices.retain(|d| d.path().starts_with(disks::DISK_PREFIX));
+        // Docker's --device nodes are the guest's (made there with the
+        // same numbers, naming the guest kernel's device); --privileged
+        // gives the guest all of its own. The proxy's container gets none
+        // of the host's devices beyond runq disks and QEMU's own.
+        if !vm.privileged {
+            vm.devices = devices
+                .iter()
+                .filter(|d| !d.path().starts_with(disks::DISK_PREFIX))
+                .filter_map(guest_device)
+                .collect();
         }
+        devices.retain(|d| d.path().starts_with(disks::DISK_PREFIX));
         devices.extend(
             host.devices
                 .iter()
@@ -415,6 +425,25 @@ pub fn rewrite(
         }
     }
     Ok(Rewritten { spec, vm })
+}
+
+/// A character or block device of the spec as the guest makes it (FIFOs
+/// and other types are left out: Docker's --device does not make them).
+fn guest_device(d: &oci_spec::runtime::LinuxDevice) -> Option<runq_protocol::spec::DeviceNode> {
+    let block = match d.typ() {
+        LinuxDeviceType::B => true,
+        LinuxDeviceType::C | LinuxDeviceType::U => false,
+        _ => return None,
+    };
+    Some(runq_protocol::spec::DeviceNode {
+        path: d.path().to_string_lossy().into_owned(),
+        block,
+        major: d.major(),
+        minor: d.minor(),
+        mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+        uid: d.uid().unwrap_or(0),
+        gid: d.gid().unwrap_or(0),
+    })
 }
 
 /// The helpers' filters, each compiled once per container (QEMU's 9p
@@ -665,7 +694,13 @@ fn device_disks(spec: &Spec) -> Result<Vec<Disk>, BundleError> {
     Ok(out)
 }
 
-type RewrittenMounts = (Vec<Mount>, Vec<TmpfsMount>, Vec<Disk>, Vec<String>);
+/// Mounts, guest tmpfs, disks, and the bind destinations (all, read-only).
+type RewrittenMounts = (
+    Vec<Mount>,
+    Vec<TmpfsMount>,
+    Vec<Disk>,
+    (Vec<String>, Vec<String>),
+);
 
 fn mount(dest: &str, typ: &str, options: &[&str]) -> Result<Mount, BundleError> {
     Ok(MountBuilder::default()
@@ -754,6 +789,7 @@ fn rewrite_mounts(
     let mut guest_tmpfs = Vec::new();
     let mut disks = Vec::new();
     let mut binds = Vec::new();
+    let mut readonly_binds = Vec::new();
     for mut m in mounts {
         let dest = m.destination().clone();
         if !is_clean_absolute(&dest) {
@@ -799,6 +835,9 @@ fn rewrite_mounts(
         }
         if is_bind(&m) {
             binds.push(resolved.to_string_lossy().into_owned());
+            if m.options().iter().flatten().any(|o| o == "ro") {
+                readonly_binds.push(resolved.to_string_lossy().into_owned());
+            }
             view.add_bind(resolved.clone(), m.source().clone().unwrap_or_default());
         } else {
             view.add_opaque(resolved.clone());
@@ -837,7 +876,7 @@ fn rewrite_mounts(
         &bundle.join("runq"),
     )?);
     out.extend(disk_mounts);
-    Ok((out, guest_tmpfs, disks, binds))
+    Ok((out, guest_tmpfs, disks, (binds, readonly_binds)))
 }
 
 fn proxy_process(

@@ -1,0 +1,51 @@
+//! The container's cgroup in the guest, as runc gives one with cgroupns:
+//! cgroup v2 at `/sys/fs/cgroup` whose root is the container's cgroup,
+//! with `memory.max` and `cpu.max` the VM's size, so that runtimes sizing
+//! themselves from cgroups (JVM, Go, .NET, Node) get the VM's answer.
+//! Init stays outside it; the workload and every exec go in.
+
+use std::fs::{self, File, OpenOptions};
+
+use anyhow::{Context, Result};
+use nix::mount::MsFlags;
+
+/// The hierarchy in init's view.
+const HIERARCHY: &str = "/sys/fs/cgroup";
+/// The container's cgroup.
+pub const CONTAINER: &str = "/sys/fs/cgroup/container";
+
+/// Mount the hierarchy, make the container's cgroup with these limits.
+/// The guest still works without it (a kernel without cgroup v2): the
+/// error says why, the caller logs it.
+pub fn prepare(memory_bytes: u64, cpus: usize) -> Result<()> {
+    crate::mounts::mount_fs(
+        "cgroup2",
+        HIERARCHY,
+        "cgroup2",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    // Each controller alone: one the kernel lacks leaves the others.
+    for c in ["+cpu", "+memory", "+pids", "+cpuset", "+io"] {
+        let _ = fs::write(format!("{HIERARCHY}/cgroup.subtree_control"), c);
+    }
+    fs::create_dir(CONTAINER).with_context(|| format!("creating {CONTAINER}"))?;
+    fs::write(format!("{CONTAINER}/memory.max"), memory_bytes.to_string())
+        .context("setting memory.max")?;
+    // cpu.max as runc writes it for --cpus N: N periods of 100 ms.
+    let _ = fs::write(
+        format!("{CONTAINER}/cpu.max"),
+        format!("{} 100000", cpus * 100_000),
+    );
+    Ok(())
+}
+
+/// `cgroup.procs` of the container's cgroup, opened before a fork so
+/// that the child moves itself there with one write(2); `None` when
+/// there is no container cgroup.
+pub fn procs() -> Option<File> {
+    OpenOptions::new()
+        .write(true)
+        .open(format!("{CONTAINER}/cgroup.procs"))
+        .ok()
+}
