@@ -95,9 +95,10 @@ helpers-cross: cross
 
 ## install: everything, then register runtime "runq" with dockerd
 install: deps tree
-	@echo "==> install: $(PREFIX)/{runq,qemu}, runtime runq registered with dockerd (seconds)"
+	@echo "==> install: $(PREFIX)/{runq,runq-exec,qemu}, runtime runq registered with dockerd (seconds)"
 	install -d $(PREFIX)
 	install -m 0755 target/release/runq $(PREFIX)/runq.new && mv -f $(PREFIX)/runq.new $(PREFIX)/runq
+	install -m 0755 contrib/runq-exec $(PREFIX)/runq-exec
 	rm -rf $(PREFIX)/qemu.new && cp -a $(TREE) $(PREFIX)/qemu.new
 	rm -rf $(PREFIX)/qemu.old; [ ! -d $(PREFIX)/qemu ] || mv $(PREFIX)/qemu $(PREFIX)/qemu.old
 	mv $(PREFIX)/qemu.new $(PREFIX)/qemu && rm -rf $(PREFIX)/qemu.old

@@ -73,6 +73,10 @@ make_initrd() {
   mkdir -p "$stage"/{dev,proc,sys,rootfs,lib/modules,bin}
   install -m 0755 "$bins/runq-init" "$stage/init"
   install -m 0755 "${BUSYBOX:-/bin/busybox}" "$stage/bin/busybox"
+  # The kernel's own module loader (/proc/sys/kernel/modprobe): a
+  # request_module() of the guest kernel (e.g. `ip link add type dummy`)
+  # loads from the shipped tree, as on a host.
+  mkdir -p "$stage/sbin" && ln -s /bin/busybox "$stage/sbin/modprobe"
   mknod -m 600 "$stage/dev/console" c 5 1
   : > "$stage/modules.list"
   if [ "$mode" = ship ]; then

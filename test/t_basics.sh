@@ -126,6 +126,28 @@ test_accel_auto_fallback_to_tcg_prints_one_line_on_docker_runs_stderr() {
   rm -f "$errf"
 }
 
+test_go_runq_runtime_options_with_nestedvm() {
+  local out rc
+  # runq-goopts: the Go runq's options (test/run), --nestedvm among them.
+  out=$(docker run --runtime runq-goopts --rm "$IMAGE" sh -c 'grep -cwE "vmx|svm" /proc/cpuinfo; nproc; cat /etc/resolv.conf | tail -n1; test -f /.runqenv && echo env; mount | grep -c " /scratch "' 2>&1)
+  rc=$?
+  if [ ${#ACCEL_ARGS[@]} -gt 0 ]; then
+    # No KVM here: refused by runq create with one line, nothing left.
+    expect_eq "docker run status" 125 "$rc" || return
+    [[ "$(grep -c . <<<"$out")" -le 2 && "$out" == *"runq: --nestedvm: guests run under TCG here, and nested virtualisation needs KVM"* ]] ||
+      why "expected one line naming --nestedvm, got [$out]" || return
+    # The same options without --nestedvm work unchanged.
+    test/lib/register-docker.sh /var/lib/runq/runq runq-goopts-nonested --cpu 1 --mem 256 --dns 10.0.0.53 \
+      --dns-search example.com --tmpfs /scratch --runqenv --9pcache mmap "${ACCEL_ARGS[@]}" >/dev/null
+    test/lib/dockerd.sh ensure >/dev/null && wait_runtime runq-goopts-nonested || return
+    out=$(docker run --runtime runq-goopts-nonested --rm "$IMAGE" sh -c 'nproc; tail -n1 /etc/resolv.conf; test -f /.runqenv && echo env; grep -c " /scratch " /proc/mounts; awk "\$2 == \"/\" {print \$3}" /proc/mounts' 2>&1)
+    expect_eq "cpus, dns, runqenv, tmpfs, 9p (--9pcache selects it)" "1 nameserver 10.0.0.53 env 1 9p" "$(xargs <<<"$out")"
+  else
+    expect_eq "docker run status" 0 "$rc" || return
+    [ "$(head -n1 <<<"$out")" -ge 1 ] || why "no vmx/svm in the guest's cpuinfo: [$out]"
+  fi
+}
+
 test_user_workdir_hostname_env() {
   local out
   out=$("${RUNQ[@]}" --rm -u nobody -w /tmp --hostname vmhost -e GREETING=hi "$IMAGE" \

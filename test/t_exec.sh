@@ -93,6 +93,21 @@ test_failing_execs_in_parallel_never_harm_the_container_on_1_2_4_vcpus() {
   done
 }
 
+test_runq_exec_command_of_the_go_runq() {
+  local c r s n out
+  c=$(cname rqexec); r=$(cname rqexec-runc); s=$(cname rqexec-stopped); n=$(cname rqexec-noexec)
+  start_sleeper "$c" || return
+  out=$(/var/lib/runq/runq-exec -e A=b "$c" sh -c 'echo "$A $(cat /proc/1/comm)"; exit 3'); local rc=$?
+  expect_eq "output and status through runq-exec" "b sleep rc=3" "$out rc=$rc" || return
+  "${RUNC[@]}" -d --name "$r" "$IMAGE" sleep 600 >/dev/null || why "runc container failed" || return
+  "${RUNQ[@]}" --name "$s" "$IMAGE" true >/dev/null 2>&1
+  start_sleeper "$n" -e RUNQ_NOEXEC=1 || return
+  for x in "nosuchcontainer-$$:no such container" "$r:does not run under runq" "$s:is not running" "$n:exec is disabled"; do
+    out=$(/var/lib/runq/runq-exec "${x%%:*}" true 2>&1); rc=$?
+    [[ $rc -eq 1 && "$out" == "runq-exec: "*"${x#*:}"* ]] || why "runq-exec ${x%%:*}: rc=$rc [$out]" || return
+  done
+}
+
 test_noexec_refuses_exec() {
   local c err; c=$(cname noexec); start_sleeper "$c" -e RUNQ_NOEXEC=1 || return
   err=$(docker exec "$c" true 2>&1) && why "exec succeeded" && return 1

@@ -84,7 +84,10 @@ test_attach_only_stdout() {
 test_runqenv_file() {
   local out
   out=$("${RUNQ[@]}" --rm -e RUNQ_RUNQENV=1 -e 'TRICKY=a "b" $c `d`' "$IMAGE" sh -c '. /.runqenv && echo "[$TRICKY]"')
-  expect_eq "TRICKY read back from /.runqenv" '[a "b" $c `d`]' "$out"
+  expect_eq "TRICKY read back from /.runqenv" '[a "b" $c `d`]' "$out" || return
+  # As the Go runq: 0400, the workload's own (its secrets are nobody else's).
+  out=$("${RUNQ[@]}" --rm -u 1000:1000 -e RUNQ_RUNQENV=1 -e S=x "$IMAGE" sh -c 'stat -c "%a %u %g" /.runqenv; . /.runqenv && echo "$S"')
+  expect_eq "mode, owner, readable by the workload" "400 1000 1000 x" "$(xargs <<<"$out")"
 }
 
 test_runqenv_off_by_default() {

@@ -109,6 +109,17 @@ test_xfs_disk_mounted_and_by_runq_id_links() {
   expect_eq "xfs mount and by-runq-id links" "$(printf 'xfs\nxfs1 block ../../vdX\nraw-2 block ../../vdX')" "$out"
 }
 
+test_disk_with_a_uuid_id_mounts_and_is_linked_by_it() {
+  local d out id=0f8fad5b-d9cb-469f-a165-70867728950e
+  d=$(disk_dir)
+  truncate -s 8M "$d/u2.img"; truncate -s 32M "$d/u.img" && mkfs.ext4 -q "$d/u.img" || { why "mkfs.ext4 failed"; drop_disks; return 1; }
+  out=$("${RUNQ[@]}" --rm -v "$d/u.img:/dev/runq/$id/none/ext4/mnt/u" -v "$d/u2.img:/dev/runq/short/none" "$IMAGE" \
+    sh -c "awk '\$2 == \"/mnt/u\" {print \$3}' /proc/mounts; echo hi >/mnt/u/f && cat /mnt/u/f
+      for i in $id short; do [ -b /dev/disk/by-runq-id/\$i ] && echo \"\$i linked\"; done" 2>&1)
+  drop_disks
+  expect_eq "a 36-character (UUID) disk id" "$(printf 'ext4\nhi\n%s linked\nshort linked' "$id")" "$out"
+}
+
 test_bad_disk_specs_are_refused_by_name_with_nothing_left() {
   local d c out rc
   d=$(disk_dir)

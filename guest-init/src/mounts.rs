@@ -178,7 +178,25 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         .context("mounting the generated resolv.conf")?;
     }
     if start.runqenv {
-        fs::write(r("/.runqenv")?, runqenv(&start.process.env)).context("writing /.runqenv")?;
+        // As the Go runq: readable by the workload's user alone (the
+        // environment holds secrets).
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = r("/.runqenv")?;
+        let _ = fs::remove_file(&path);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .context("writing /.runqenv")?;
+        std::io::Write::write_all(&mut f, runqenv(&start.process.env).as_bytes())
+            .context("writing /.runqenv")?;
+        nix::unistd::fchown(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            Some(nix::unistd::Uid::from_raw(start.process.uid)),
+            Some(nix::unistd::Gid::from_raw(start.process.gid)),
+        )
+        .context("chown /.runqenv")?;
     }
     if start.readonly_root {
         // Mount points exist now; from here on the root is read-only, as
@@ -255,8 +273,8 @@ pub fn release_disks(targets: &[String]) {
     }
 }
 
-/// Each disk's block device name (`vdb`...), found by the virtio serial
-/// the proxy set to the disk id.
+/// Each disk's block device name (`vdb`...), by disk id, found by the
+/// virtio serial the proxy derived from the id.
 fn disk_devices(disks: &[GuestDisk]) -> Result<std::collections::HashMap<String, String>> {
     let mut found = std::collections::HashMap::new();
     if disks.is_empty() {
@@ -268,15 +286,18 @@ fn disk_devices(disks: &[GuestDisk]) -> Result<std::collections::HashMap<String,
             found.insert(serial.trim().to_string(), name);
         }
     }
+    let mut by_id = std::collections::HashMap::new();
     for d in disks {
-        if !found.contains_key(&d.id) {
+        let serial = runq_protocol::spec::disk_serial(&d.id);
+        let Some(name) = found.remove(&serial) else {
             anyhow::bail!(
-                "runq disk {:?}: no virtio block device with that serial",
+                "runq disk {:?}: no virtio block device with serial {serial:?}",
                 d.id
             );
-        }
+        };
+        by_id.insert(d.id.clone(), name);
     }
-    Ok(found)
+    Ok(by_id)
 }
 
 /// The device node in the container's /dev and the

@@ -148,11 +148,26 @@ pub enum DiskFormat {
     Qcow2,
 }
 
+/// The virtio-blk serial of a runq disk, by which the guest finds it: the
+/// id itself when it fits the 20 bytes virtio-blk holds, else `runq-`
+/// and 15 hex digits of its FNV-1a hash (ids are 1-36 characters; UUIDs
+/// are 36). Host and guest compute it alike.
+pub fn disk_serial(id: &str) -> String {
+    const VIRTIO_BLK_ID_BYTES: usize = 20;
+    if id.len() <= VIRTIO_BLK_ID_BYTES {
+        return id.to_string();
+    }
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("runq-{:015x}", hash >> 4)
+}
+
 /// What the guest needs to know of a runq disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestDisk {
-    /// `^[a-zA-Z0-9_-]{1,36}$`; also the virtio-blk serial, by which the
-    /// guest finds the device.
+    /// `^[a-zA-Z0-9_-]{1,36}$`; [`disk_serial`] of it is the virtio-blk
+    /// serial, by which the guest finds the device.
     pub id: String,
     pub fs: Option<DiskFs>,
     /// Where to mount it in the container; `None`: attach only.
@@ -401,6 +416,17 @@ impl VmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_serials_fit_virtio_blk_and_stay_apart() {
+        assert_eq!(disk_serial("data"), "data");
+        assert_eq!(disk_serial("a2345678901234567890"), "a2345678901234567890");
+        let uuid = disk_serial("0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(uuid.len(), 20);
+        assert!(uuid.starts_with("runq-"));
+        assert_eq!(uuid, disk_serial("0f8fad5b-d9cb-469f-a165-70867728950e"));
+        assert_ne!(uuid, disk_serial("0f8fad5b-d9cb-469f-a165-70867728950f"));
+    }
 
     #[test]
     fn rlimit_names_map_to_linux_numbers() {

@@ -18,6 +18,8 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 pub enum AccelError {
     #[error("--accel kvm: KVM cannot run a guest here ({0})")]
     KvmUnusable(String),
+    #[error("--nestedvm: {0}")]
+    Nested(String),
 }
 
 /// Resolve the accelerator to `Kvm` or `Tcg`; `Ok((accel, Some(warning)))`
@@ -38,6 +40,66 @@ pub fn choose(wanted: Accel) -> Result<(Accel, Option<String>), AccelError> {
             )),
         },
     }
+}
+
+/// What the host offers for nested virtualisation (`--nestedvm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NestedHost {
+    /// The CPU's virtualisation flag: `vmx` (Intel) or `svm` (AMD).
+    pub flag: Option<&'static str>,
+    /// `/sys/module/kvm_{intel,amd}/parameters/nested` says yes.
+    pub enabled: bool,
+}
+
+impl NestedHost {
+    pub fn probe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = |f: &str| {
+            cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|w| w == f))
+        };
+        let (flag, module) = if has("vmx") {
+            (Some("vmx"), "kvm_intel")
+        } else if has("svm") {
+            (Some("svm"), "kvm_amd")
+        } else {
+            (None, "kvm")
+        };
+        let param = std::fs::read_to_string(format!("/sys/module/{module}/parameters/nested"))
+            .unwrap_or_default();
+        NestedHost {
+            flag,
+            enabled: matches!(param.trim(), "Y" | "y" | "1"),
+        }
+    }
+}
+
+/// The guest's `-cpu` for `--nestedvm`: the chosen model (else `host`)
+/// with the virtualisation flag, or one line saying why it cannot be.
+pub fn nested_cpu_model(
+    accel: Accel,
+    model: Option<&str>,
+    host: NestedHost,
+) -> Result<String, AccelError> {
+    if accel != Accel::Kvm {
+        return Err(AccelError::Nested(
+            "guests run under TCG here, and nested virtualisation needs KVM".into(),
+        ));
+    }
+    let Some(flag) = host.flag else {
+        return Err(AccelError::Nested(
+            "the host CPU offers neither VMX nor SVM".into(),
+        ));
+    };
+    if !host.enabled {
+        return Err(AccelError::Nested(format!(
+            "the host's KVM has nested virtualisation off (module parameter nested of kvm_{})",
+            if flag == "vmx" { "intel" } else { "amd" }
+        )));
+    }
+    Ok(format!("{},+{flag}", model.unwrap_or("host")))
 }
 
 /// KVM modules that cannot run the stock guest kernels runq boots, even
@@ -198,5 +260,48 @@ mod kvm {
             .open("/dev/kvm")
             .map(|_| ())
             .map_err(|e| format!("open /dev/kvm: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nestedvm_needs_kvm_the_flag_and_nested_on() {
+        let on = NestedHost {
+            flag: Some("vmx"),
+            enabled: true,
+        };
+        assert_eq!(nested_cpu_model(Accel::Kvm, None, on).unwrap(), "host,+vmx");
+        assert_eq!(
+            nested_cpu_model(
+                Accel::Kvm,
+                Some("max"),
+                NestedHost {
+                    flag: Some("svm"),
+                    ..on
+                }
+            )
+            .unwrap(),
+            "max,+svm"
+        );
+        let e = nested_cpu_model(Accel::Tcg, None, on)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--nestedvm: guests run under TCG"), "{e}");
+        let off = NestedHost {
+            enabled: false,
+            ..on
+        };
+        assert!(nested_cpu_model(Accel::Kvm, None, off)
+            .unwrap_err()
+            .to_string()
+            .contains("kvm_intel"));
+        let none = NestedHost {
+            flag: None,
+            enabled: true,
+        };
+        assert!(nested_cpu_model(Accel::Kvm, None, none).is_err());
     }
 }

@@ -67,6 +67,10 @@ pub struct RuntimeOpts {
     /// QEMU -cpu value
     #[arg(long)]
     pub cpuargs: Option<String>,
+    /// expose hardware virtualisation (VMX/SVM) to the guest: KVM hosts
+    /// with nested virtualisation only (the Go runq's option)
+    #[arg(long)]
+    pub nestedvm: bool,
     /// tmpfs mount points in every guest, comma separated
     #[arg(long)]
     pub tmpfs: Option<String>,

@@ -240,7 +240,10 @@ pub fn qemu_args(
         push(&["-drive", &drive_arg(i, d)]);
         push(&[
             "-device",
-            &format!("virtio-blk-{bus},drive=disk{i},serial={}", d.guest.id),
+            &format!(
+                "virtio-blk-{bus},drive=disk{i},serial={}",
+                runq_protocol::spec::disk_serial(&d.guest.id)
+            ),
         ]);
     }
     for (i, nic) in paths.nics.iter().enumerate() {

@@ -116,6 +116,13 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
             "--cpuargs host needs KVM, and guests run under TCG here: use --cpuargs max, or none"
         );
     }
+    if cli.opts.nestedvm {
+        settings.cpu_model = Some(accel::nested_cpu_model(
+            accel,
+            settings.cpu_model.as_deref(),
+            accel::NestedHost::probe(),
+        )?);
+    }
     if let Some(w) = &warning {
         log.warn(&format!("runq: {id}: {w}"));
     }
