@@ -34,7 +34,7 @@ apt_ensure = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-s390x fuzz unit integration bench clean lint cross kernel
+.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-podman test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
@@ -127,6 +127,11 @@ integration: install
 ## test-soak: churn (200 sequential + 20x10 parallel runs), host state before/after
 test-soak: install
 	test/soak
+
+## test-podman: Debian's podman with --runtime /var/lib/runq/runq (no Docker daemon in the path)
+test-podman: install
+	@$(call apt_ensure,podman)
+	test/podman
 
 ## test-s390x: cross-arch boot test: s390x guest (Debian kernel, s390x
 ## runq-init, s390x busybox image) under qemu-system-s390x, through docker;

@@ -21,7 +21,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 
 test_servers_nginx_under_apachebench_through_a_published_port() {
   servers_image || return
-  local rt c port out failed rps body uids
+  local rt c port out failed rps body
   declare -A r_rps r_body r_uids
   for rt in runc runq; do
     c=$(cname "nginx-$rt")

@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
             minor: 232,
         }],
         is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
+        netns_in_use: |p| p.starts_with("/proc/"),
         disk_format: |_| Ok(runq_protocol::DiskFormat::Raw),
         fs: &HostileImage,
         tree_dirs: vec!["usr".into()],

@@ -133,6 +133,9 @@ pub struct HostFacts {
     /// Whether a namespace path names the host's network namespace
     /// (Docker passes `--network host` as a path).
     pub is_host_netns: fn(&Path) -> bool,
+    /// Whether any process lives in the network namespace at a path
+    /// (another container's, as with `--network container:X`).
+    pub netns_in_use: fn(&Path) -> bool,
     /// The format of a disk image or device, `None` when the path is
     /// neither a regular file nor a block device.
     pub disk_format: fn(&Path) -> Result<DiskFormat, disks::ImageRefusal>,
@@ -253,7 +256,7 @@ pub fn rewrite(
     debug: bool,
 ) -> Result<Rewritten, BundleError> {
     let process = spec.process().clone().ok_or(BundleError::NoProcess)?;
-    check_network_namespace(&spec, host.is_host_netns)?;
+    check_network_namespace(&spec, host)?;
     let root = spec.root().clone().ok_or(BundleError::NoRoot)?;
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
@@ -599,7 +602,12 @@ fn cri_container_type(spec: &Spec) -> Option<&str> {
 /// namespace; the host's, or another container's, are not ours to take.
 /// A CRI pod's container joins the pod's namespace by path: its VM takes
 /// the pod's interfaces.
-fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<(), BundleError> {
+/// The VM takes over the interfaces of the container's network namespace:
+/// a new one (Docker, runc makes it), or one made for this container and
+/// still empty of processes (podman's, an orchestrator's); never the
+/// host's, nor one another container lives in (its VM has its links),
+/// except a CRI pod's, whose sandbox is not a VM.
+fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<(), BundleError> {
     let namespaces = spec
         .linux()
         .as_ref()
@@ -611,8 +619,9 @@ fn check_network_namespace(spec: &Spec, is_host: fn(&Path) -> bool) -> Result<()
     {
         None => Err(BundleError::HostNetwork),
         Some(n) => match n.path() {
-            Some(p) if is_host(p) => Err(BundleError::HostNetwork),
+            Some(p) if (host.is_host_netns)(p) => Err(BundleError::HostNetwork),
             Some(_) if cri_container_type(spec) == Some("container") => Ok(()),
+            Some(p) if !(host.netns_in_use)(p) => Ok(()),
             Some(_) => Err(BundleError::SharedNetwork),
             None => Ok(()),
         },
@@ -1010,6 +1019,7 @@ mod tests {
                 minor: 232,
             }],
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
+            netns_in_use: |p| p.starts_with("/proc/"),
             disk_format: |p| match p.to_str() {
                 Some("/img/q.qcow2") => Ok(runq_protocol::DiskFormat::Qcow2),
                 Some("/img/dir") => Err(disks::ImageRefusal::NotAnImage),
@@ -1532,6 +1542,12 @@ mod tests {
             run_rewrite(&shared),
             Err(BundleError::SharedNetwork)
         ));
+        // A namespace made for the container and still empty (podman's).
+        let made = DOCKER_CONFIG.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/run/netns/netns-1234"}"#,
+        );
+        assert!(run_rewrite(&made).is_ok());
         let host_path = DOCKER_CONFIG.replace(
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/proc/1/ns/net"}"#,

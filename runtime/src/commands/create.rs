@@ -247,6 +247,7 @@ fn host_facts(tree: &Path, accel: runq_protocol::Accel, apuuid: Option<&str>) ->
         bounding_caps,
         devices,
         is_host_netns,
+        netns_in_use,
         disk_format,
         fs: &crate::host_fs::HostFs,
         tree_dirs: tree_dirs(tree)?,
@@ -276,8 +277,30 @@ fn disk_format(path: &Path) -> Result<runq_protocol::DiskFormat, ImageRefusal> {
 
 /// Same namespace inode as the runtime's own (which is the host's).
 fn is_host_netns(path: &Path) -> bool {
+    same_file(path, Path::new("/proc/self/ns/net"))
+}
+
+/// Some process's network namespace is the one at `path` (unreadable
+/// paths count as in use: refused rather than guessed).
+fn netns_in_use(path: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return true;
+    };
+    if fs::metadata(path).is_err() {
+        return true;
+    }
+    procs.flatten().any(|p| {
+        p.file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            && same_file(&p.path().join("ns/net"), path)
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (fs::metadata(path), fs::metadata("/proc/self/ns/net")) {
+    match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
