@@ -98,9 +98,10 @@ test_limits_cpuargs_host_is_refused_without_kvm() {
   [[ "$out" == *"--cpuargs host needs KVM, and guests run under TCG here"* ]] || why "message: $out"
 }
 
-# hostile_guest MODE: docker run through runtime runq-standin, whose tree
-# (a hard-linked copy) boots test/lib/hostile-init.c as the guest's init in
-# MODE; prints docker run's output and ends with "rc=N".
+# hostile_guest MODE [NAME]: docker run through runtime runq-standin, whose
+# tree (a hard-linked copy) boots test/lib/hostile-init.c as the guest's
+# init in MODE; prints docker run's output and ends with "rc=N". With
+# NAME, the container has that name and its stdout goes to /dev/null.
 hostile_guest() {
   local tree dir out rc
   dir=$(mktemp -d)
@@ -110,10 +111,44 @@ hostile_guest() {
   local k
   k=$(readlink -f "$tree/kernels/default")
   rm -f "$k/initrd" && (cd "$dir" && printf 'init\nmode\n' | cpio -o -H newc --quiet) >"$k/initrd"
-  out=$(timeout 120 docker run --runtime runq-standin --rm "$IMAGE" true 2>&1)
+  if [ -n "${2:-}" ]; then
+    out=$(timeout 300 docker run --runtime runq-standin --rm --name "$2" "$IMAGE" true 2>&1 >/dev/null)
+  else
+    out=$(timeout 120 docker run --runtime runq-standin --rm "$IMAGE" true 2>&1)
+  fi
   rc=$?
   rm -rf "$tree" "$dir"
   printf '%s\nrc=%s\n' "$out" "$rc"
+}
+
+test_limits_hostile_guest_flood_then_bad_frame_keeps_the_proxy_small() {
+  local c dir pid first=0 peak=0 out
+  c=$(cname flood-frames)
+  dir=$(mktemp -d)
+  hostile_guest flood "$c" >"$dir/out" &
+  local run=$!
+  # The proxy is the container's init: sample its resident set while the
+  # guest pushes 64 MiB of legal frames through it, until it ends.
+  local end=$((SECONDS + 120))
+  until pid=$(docker inspect -f '{{.State.Pid}}' "$c" 2>/dev/null) && [ "${pid:-0}" != 0 ]; do
+    [ $SECONDS -lt $end ] || { wait $run; rm -rf "$dir"; why "the flooding container never ran"; return 1; }
+    kill -0 $run 2>/dev/null || break
+    sleep 0.05
+  done
+  while [ -n "${pid:-}" ] && [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; do
+    local rss; rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+    [ -n "$rss" ] || break
+    [ "$first" -gt 0 ] || first=$rss
+    [ "$rss" -le "$peak" ] || peak=$rss
+    sleep 0.05
+  done
+  wait $run
+  out=$(cat "$dir/out"); rm -rf "$dir"
+  echo "  flood + oversized frame: proxy VmRSS $first kB at first sight, at most $peak kB; $(head -n1 <<<"$out")"
+  [[ "$(head -n1 <<<"$out")" == "runq: the guest broke the control protocol: frame of 2147483647 bytes exceeds the 131072-byte limit"* ]] ||
+    why "expected the oversized frame's line, got [$out]" || return
+  [ "$first" -gt 0 ] || why "the proxy was never sampled" || return
+  in_range "proxy RSS growth (kB)" $((peak - first)) 0 4096
 }
 
 test_limits_hostile_guest_frames_end_only_its_own_container() {

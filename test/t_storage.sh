@@ -120,6 +120,20 @@ test_disk_with_a_uuid_id_mounts_and_is_linked_by_it() {
   expect_eq "a 36-character (UUID) disk id" "$(printf 'ext4\nhi\n%s linked\nshort linked' "$id")" "$out"
 }
 
+test_binds_under_dev_and_under_a_tmpfs_are_there_as_under_runc() {
+  local d rt out
+  declare -A got
+  d=$(mktemp -d)
+  echo log-file >"$d/termination-log"; mkdir "$d/x" && echo in-x >"$d/x/f"
+  for rt in runc runq; do
+    got[$rt]=$(docker run --rm --runtime "$rt" -v "$d/termination-log:/dev/termination-log" -v "$d/x:/run/x:ro" \
+      --tmpfs /run "$IMAGE" sh -c 'cat /dev/termination-log /run/x/f; touch /run/x/g 2>&1 | grep -o "Read-only file system"; touch /run/y && echo tmpfs-writable' 2>/dev/null)
+  done
+  rm -rf "$d"
+  expect_eq "a bind in /dev, a read-only bind under --tmpfs /run" "${got[runc]}" "${got[runq]}" || return
+  expect_eq "under runc" "$(printf 'log-file\nin-x\nRead-only file system\ntmpfs-writable')" "${got[runc]}"
+}
+
 test_bad_disk_specs_are_refused_by_name_with_nothing_left() {
   local d c out rc
   d=$(disk_dir)

@@ -40,6 +40,20 @@ pub fn prepare(memory_bytes: u64, cpus: usize) -> Result<()> {
     Ok(())
 }
 
+/// `cgroup.procs` of the cgroup `pid` is in (as init sees the
+/// hierarchy), for an exec to join the workload where it is.
+pub fn procs_of(pid: nix::unistd::Pid) -> Option<File> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    if path.split('/').any(|c| c == "..") {
+        return None;
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(format!("{HIERARCHY}{path}/cgroup.procs"))
+        .ok()
+}
+
 /// `cgroup.procs` of the container's cgroup, opened before a fork so
 /// that the child moves itself there with one write(2); `None` when
 /// there is no container cgroup.

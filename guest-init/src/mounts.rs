@@ -100,6 +100,7 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         nosuid | MsFlags::MS_RDONLY,
         None,
     )?;
+    let staged = stage_binds(&start.binds, &r)?;
     mount_fs(
         "tmpfs",
         &r("/dev")?,
@@ -130,16 +131,14 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         let (flags, data) = tmpfs_options(&t.options);
         mount_fs("tmpfs", &r(&t.dest)?, "tmpfs", flags, Some(&data))?;
     }
-    // Docker's bind mounts arrive inside the shared root; each becomes a
-    // mount point of its own, as under runc, read-only where asked (the
-    // host refuses the writes anyway; this makes the guest say so).
-    for b in &start.binds {
-        let target = r(b)?;
-        if start.rootdisk.is_none() {
-            bind_onto_itself(&target)?;
-        }
+    // Docker's bind mounts, staged before /dev and the tmpfs mounts hid
+    // them, now each a mount point of its own where runc puts it
+    // (`/dev/termination-log`, `/run/x` under `--tmpfs /run` too),
+    // read-only where asked (the host refuses writes anyway).
+    for (b, target, stage) in &staged {
+        place_bind(stage, target)?;
         if start.readonly_binds.contains(b) {
-            remount_readonly(&target)?;
+            remount_readonly(target)?;
         }
     }
     // Only a workload that may load modules needs them (CAP_SYS_MODULE,
@@ -181,7 +180,9 @@ pub fn mount_container_root(start: &StartRequest) -> Result<()> {
         // As the Go runq: readable by the workload's user alone (the
         // environment holds secrets).
         use std::os::unix::fs::OpenOptionsExt;
-        let path = r("/.runqenv")?;
+        // Not resolved: an image's /.runqenv symlink must not send the
+        // secrets elsewhere (remove_file takes the link itself).
+        let path = format!("{ROOT}/.runqenv");
         let _ = fs::remove_file(&path);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -444,15 +445,68 @@ fn copy_device_nodes(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bind_onto_itself(target: &str) -> Result<()> {
+/// Where binds wait, in init's initramfs, while /dev and the tmpfs
+/// mounts go up.
+const BIND_STAGE: &str = "/.runq-binds";
+
+/// Each bind's content (a file or directory in the shared root, or a
+/// rootdisk's mount of it) bound to a staging place: (destination, its
+/// path in the root, the staging path). A destination the host did not
+/// deliver is left out with a log line.
+fn stage_binds(
+    binds: &[String],
+    r: &dyn Fn(&str) -> Result<String>,
+) -> Result<Vec<(String, String, String)>> {
+    let mut staged = Vec::new();
+    for (i, b) in binds.iter().enumerate() {
+        let target = r(b)?;
+        let Ok(meta) = fs::metadata(&target) else {
+            crate::log(&format!("bind mount {b}: not in the shared root, left out"));
+            continue;
+        };
+        let stage = format!("{BIND_STAGE}/{i}");
+        fs::create_dir_all(BIND_STAGE).context("creating the bind staging directory")?;
+        if meta.is_dir() {
+            fs::create_dir(&stage)
+        } else {
+            fs::File::create(&stage).map(drop)
+        }
+        .with_context(|| format!("creating {stage}"))?;
+        nix::mount::mount(
+            Some(target.as_str()),
+            stage.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind mount {b}"))?;
+        staged.push((b.clone(), target, stage));
+    }
+    Ok(staged)
+}
+
+/// Move a staged bind to its destination, making the mount point (a file
+/// or directory, as the bind is) where a tmpfs or /dev now hides it.
+fn place_bind(stage: &str, target: &str) -> Result<()> {
+    if fs::symlink_metadata(target).is_err() {
+        if let Some(parent) = Path::new(target).parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        if Path::new(stage).is_dir() {
+            fs::create_dir(target)
+        } else {
+            fs::File::create(target).map(drop)
+        }
+        .with_context(|| format!("creating mount point {target}"))?;
+    }
     nix::mount::mount(
-        Some(target),
+        Some(stage),
         target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
+        MsFlags::MS_MOVE,
         None::<&str>,
     )
-    .with_context(|| format!("bind mount {target}"))
+    .with_context(|| format!("moving the bind mount to {target}"))
 }
 
 /// Read-only, keeping the mount's nosuid/nodev/noexec (a bind remount

@@ -57,6 +57,24 @@ fn spawn_error(program: &str, e: &io::Error) -> SpawnError {
     }
 }
 
+/// The image's /etc/passwd, read as a running workload may have left it:
+/// a regular file only (not a FIFO that blocks, not a link out of the
+/// root, not /dev/zero), and at most 1 MiB of it.
+fn read_passwd(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The home directory of `uid` in an /etc/passwd, else "/".
 fn home_of(passwd: &str, uid: u32) -> &str {
     passwd
@@ -176,7 +194,7 @@ pub fn spawn(
             Target::NewNamespaces(_) => crate::mounts::ROOT.to_string(),
             Target::Join(w) => format!("/proc/{w}/root"),
         };
-        let passwd = std::fs::read_to_string(format!("{root}/etc/passwd")).unwrap_or_default();
+        let passwd = read_passwd(&format!("{root}/etc/passwd")).unwrap_or_default();
         cmd.env("HOME", home_of(&passwd, p.uid));
     }
 
@@ -232,8 +250,14 @@ pub fn spawn(
         Target::Join(_) => (Vec::new(), Vec::new(), MsFlags::empty()),
     };
     // The container's cgroup (the workload's and every exec's), entered by
-    // the child itself: one write of "0" to this descriptor.
-    let cgroup_procs = crate::cgroup::procs();
+    // the child itself: one write of "0" to this descriptor. An exec joins
+    // the workload's own cgroup (a workload that delegated the container's
+    // cgroup, systemd or dind, left no processes in it).
+    let cgroup_procs = match &target {
+        Target::NewNamespaces(_) => crate::cgroup::procs(),
+        Target::Join(w) => crate::cgroup::procs_of(*w).or_else(crate::cgroup::procs),
+    };
+    let cgroup_join_is_fatal = matches!(target, Target::NewNamespaces(_));
     let groups: Vec<Gid> = p
         .additional_gids
         .iter()
@@ -291,7 +315,9 @@ pub fn spawn(
                 return Err(io::Error::last_os_error());
             }
             if let Some(procs) = &cgroup_procs {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1
+                    && cgroup_join_is_fatal
+                {
                     return Err(io::Error::last_os_error());
                 }
             }

@@ -46,7 +46,17 @@ int main(void) {
   frame(hello, sizeof hello);
   skip_frame(); /* the host's Hello */
   skip_frame(); /* Start */
-  if (!strcmp(mode, "oversized")) {
+  if (!strcmp(mode, "flood")) {
+    /* 1,000 legal Stdout frames of 64 KiB (64 MiB the host must relay,
+     * not hold), then the oversized length. */
+    static unsigned char out[4 + 65536];
+    out[0] = 0x07; /* Stdout */
+    out[1] = 0x80; out[2] = 0x80; out[3] = 0x04; /* varint 65536 */
+    memset(out + 4, 'x', 65536);
+    for (int i = 0; i < 1000; i++) frame(out, sizeof out);
+    uint32_t n = 0x7fffffff;
+    put(&n, 4);
+  } else if (!strcmp(mode, "oversized")) {
     uint32_t n = 0x7fffffff; /* then nothing: the length alone must do */
     put(&n, 4);
   } else if (!strcmp(mode, "malformed")) {

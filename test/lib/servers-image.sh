@@ -4,8 +4,10 @@
 # and piped into `docker import`. Idempotent; ~1 min the first time.
 set -euo pipefail
 IMAGE=runq-test/debian-servers:latest
-PACKAGES=nginx-light,redis-server,redis-tools,gcc,libc6-dev,make
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then exit 0; fi
+PACKAGES=nginx-light,redis-server,redis-tools,gcc,libc6-dev,make,iptables
+# An image built from another package list is rebuilt, not trusted.
+have=$(docker image inspect -f '{{index .Config.Labels "runq.packages"}}' "$IMAGE" 2>/dev/null || true)
+[ "$have" != "$PACKAGES" ] || exit 0
 for p in mmdebstrap apache2-utils; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'ok installed' ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap apache2-utils >/dev/null; break; }
@@ -13,7 +15,7 @@ done
 echo "servers-image.sh: building $IMAGE with mmdebstrap ($PACKAGES; ~1 min)"
 log=$(mktemp)
 if ! mmdebstrap --variant=apt --include="$PACKAGES" bookworm - 2>"$log" |
-  docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' - "$IMAGE" >/dev/null; then
+  docker import -c 'ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin' -c "LABEL runq.packages=$PACKAGES" - "$IMAGE" >/dev/null; then
   tail -n 20 "$log" >&2; rm -f "$log"; exit 1
 fi
 rm -f "$log"

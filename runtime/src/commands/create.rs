@@ -280,8 +280,9 @@ fn is_host_netns(path: &Path) -> bool {
     same_file(path, Path::new("/proc/self/ns/net"))
 }
 
-/// Some process's network namespace is the one at `path` (unreadable
-/// paths count as in use: refused rather than guessed).
+/// Some thread's network namespace is the one at `path` (every task, not
+/// only thread-group leaders: a thread may have joined it with setns);
+/// unreadable paths count as in use: refused rather than guessed.
 fn netns_in_use(path: &Path) -> bool {
     let Ok(procs) = fs::read_dir("/proc") else {
         return true;
@@ -289,12 +290,19 @@ fn netns_in_use(path: &Path) -> bool {
     if fs::metadata(path).is_err() {
         return true;
     }
-    procs.flatten().any(|p| {
-        p.file_name()
+    let numeric = |e: &fs::DirEntry| {
+        e.file_name()
             .to_string_lossy()
             .bytes()
             .all(|b| b.is_ascii_digit())
-            && same_file(&p.path().join("ns/net"), path)
+    };
+    procs.flatten().filter(numeric).any(|p| {
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            return false; // gone meanwhile
+        };
+        tasks
+            .flatten()
+            .any(|t| same_file(&t.path().join("ns/net"), path))
     })
 }
 
