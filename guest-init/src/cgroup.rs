@@ -1,7 +1,9 @@
 //! The container's cgroup in the guest, as runc gives one with cgroupns:
 //! cgroup v2 at `/sys/fs/cgroup` whose root is the container's cgroup,
-//! with `memory.max` and `cpu.max` the VM's size, so that runtimes sizing
-//! themselves from cgroups (JVM, Go, .NET, Node) get the VM's answer.
+//! with `memory.max` the VM's memory, so that runtimes sizing themselves
+//! from cgroups (JVM, Go, .NET, Node) get the VM's answer; their CPU count
+//! is the VM's vCPUs (no cpu controller: `cpu.max` absent means unlimited,
+//! and the runtimes count CPUs).
 //! Init stays outside it; the workload and every exec go in.
 
 use std::fs::{self, File, OpenOptions};
@@ -17,7 +19,7 @@ pub const CONTAINER: &str = "/sys/fs/cgroup/container";
 /// Mount the hierarchy, make the container's cgroup with these limits.
 /// The guest still works without it (a kernel without cgroup v2): the
 /// error says why, the caller logs it.
-pub fn prepare(memory_bytes: u64, cpus: usize) -> Result<()> {
+pub fn prepare(memory_bytes: u64) -> Result<()> {
     crate::mounts::mount_fs(
         "cgroup2",
         HIERARCHY,
@@ -25,18 +27,16 @@ pub fn prepare(memory_bytes: u64, cpus: usize) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
-    // Each controller alone: one the kernel lacks leaves the others.
-    for c in ["+cpu", "+memory", "+pids", "+cpuset", "+io"] {
+    // Each controller alone: one the kernel lacks leaves the others. Not
+    // the cpu controller: the vCPUs are the limit already (nproc says it),
+    // and CFS bandwidth throttling in a TCG guest, whose clock jumps under
+    // host load, is one more way to stall a workload for nothing.
+    for c in ["+memory", "+pids"] {
         let _ = fs::write(format!("{HIERARCHY}/cgroup.subtree_control"), c);
     }
     fs::create_dir(CONTAINER).with_context(|| format!("creating {CONTAINER}"))?;
     fs::write(format!("{CONTAINER}/memory.max"), memory_bytes.to_string())
         .context("setting memory.max")?;
-    // cpu.max as runc writes it for --cpus N: N periods of 100 ms.
-    let _ = fs::write(
-        format!("{CONTAINER}/cpu.max"),
-        format!("{} 100000", cpus * 100_000),
-    );
     Ok(())
 }
 

@@ -39,8 +39,7 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
         dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
             .context("starting the embedded-DNS relay")?;
         crate::debug("dns relay up");
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if let Err(e) = crate::cgroup::prepare(start.memory_bytes, cpus) {
+        if let Err(e) = crate::cgroup::prepare(start.memory_bytes) {
             log(&format!("no cgroup for the container: {e:#}"));
         }
         if let Some(h) = &start.hostname {
