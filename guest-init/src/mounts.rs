@@ -236,14 +236,7 @@ fn share_kernel_modules(r: &dyn Fn(&str) -> Result<String>) -> Result<()> {
         None::<&str>,
     )
     .with_context(|| format!("binding {src}"))?;
-    mount(
-        None::<&str>,
-        target.as_str(),
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .with_context(|| format!("making {target} read-only"))
+    remount_readonly(&target)
 }
 
 /// Where runq disks are mounted in init's namespace, the rootdisk last.
