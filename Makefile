@@ -34,7 +34,7 @@ apt_ensure = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-podman test-s390x fuzz unit integration bench clean lint cross kernel
+.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-cri test-podman test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
@@ -105,9 +105,10 @@ install: deps tree
 	test/lib/register-docker.sh $(PREFIX)/runq
 	test/lib/dockerd.sh ensure
 
-## install-containerd (opt-in): runtime class "runq" in /etc/containerd/config.toml
+## install-containerd (opt-in): runtime handler "runq" in CONTAINERD_CONFIG
+CONTAINERD_CONFIG ?= /etc/containerd/config.toml
 install-containerd: install
-	contrib/containerd-register.sh /etc/containerd/config.toml $(PREFIX)/runq
+	contrib/containerd-register.sh $(CONTAINERD_CONFIG) $(PREFIX)/runq
 	@echo "restart containerd to pick it up"
 
 ## demo: install if needed, then run a container in a VM and show it
@@ -127,6 +128,11 @@ integration: install
 ## test-soak: churn (200 sequential + 20x10 parallel runs), host state before/after
 test-soak: install
 	test/soak
+
+## test-cri: pods through containerd's CRI plugin with handler runq (a private containerd, CNI bridge in a netns of its own)
+test-cri: install
+	@$(call apt_ensure,containerd containernetworking-plugins python3-venv gcc libc6-dev)
+	test/cri
 
 ## test-podman: Debian's podman with --runtime /var/lib/runq/runq (no Docker daemon in the path)
 test-podman: install

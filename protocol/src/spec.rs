@@ -371,6 +371,11 @@ pub struct VmSpec {
     /// run` sees it, not only runc's log.
     #[serde(default)]
     pub warning: Option<String>,
+    /// The network namespace outlives the container (a Kubernetes pod's,
+    /// or one given by path): its interfaces keep their addresses, so the
+    /// pod's next container (after an init container) finds them.
+    #[serde(default)]
+    pub lasting_netns: bool,
 }
 
 /// The proxy's filters for the processes it starts next to the guest.
@@ -489,6 +494,7 @@ mod tests {
             resolv_conf: None,
             host_filters: HostFilters::default(),
             warning: None,
+            lasting_netns: false,
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

@@ -129,8 +129,12 @@ fn tc(args: &[&str]) -> Result<()> {
     run("tc", args).map(drop)
 }
 
-/// Take over every Ethernet interface of the container's netns.
-pub fn attach_all() -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
+/// Take over every Ethernet interface of the container's netns. In a
+/// namespace that outlives the container (`keep_addrs`: a pod's) the
+/// interfaces keep their addresses for the pod's next container: the
+/// ingress redirect hands every frame to the guest before this
+/// namespace's IP stack could see it, and nothing here sends on them.
+pub fn attach_all(keep_addrs: bool) -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
     let found = nics_from_json(&ip(&["-d", "-j", "addr", "show"])?)?;
     let configs = found.clone();
     let mut routes = routes_from_json(&ip(&["-j", "-4", "route", "show"])?, false, &configs)?;
@@ -142,7 +146,12 @@ pub fn attach_all() -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
     let mut nics = Vec::new();
     for (i, config) in found.into_iter().enumerate() {
         let name = format!("rqtap{i}");
-        ip(&["addr", "flush", "dev", &config.name])?;
+        if keep_addrs {
+            // A pod's earlier container left its redirect to a tap now gone.
+            let _ = tc(&["qdisc", "del", "dev", &config.name, "ingress"]);
+        } else {
+            ip(&["addr", "flush", "dev", &config.name])?;
+        }
         let tap = tc_redirected_tap(&config.name, &name, config.mtu)
             .with_context(|| format!("attaching {} to the VM", config.name))?;
         nics.push(Nic { config, tap });

@@ -57,7 +57,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let vsock_uds = PathBuf::from(VSOCK_UDS);
     let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
-    let (nics, routes) = net::attach_all()?;
+    let (nics, routes) = net::attach_all(vm.lasting_netns)?;
     crate::trace("network attached");
     dns::serve(VSOCK_UDS)?;
     let console_log = run_path("console.log");

@@ -133,9 +133,10 @@ pub struct HostFacts {
     /// Whether a namespace path names the host's network namespace
     /// (Docker passes `--network host` as a path).
     pub is_host_netns: fn(&Path) -> bool,
-    /// Whether any process lives in the network namespace at a path
-    /// (another container's, as with `--network container:X`).
-    pub netns_in_use: fn(&Path) -> bool,
+    /// How many processes live in the network namespace at a path
+    /// (another container's, as with `--network container:X`; a pod's
+    /// sandbox); `usize::MAX` when that cannot be told.
+    pub netns_users: fn(&Path) -> usize,
     /// The format of a disk image or device, `None` when the path is
     /// neither a regular file nor a block device.
     pub disk_format: fn(&Path) -> Result<DiskFormat, disks::ImageRefusal>,
@@ -172,6 +173,8 @@ pub enum BundleError {
     HostNetwork,
     #[error("--network container:... is not supported: that namespace's interfaces already belong to the other container's VM")]
     SharedNetwork,
+    #[error("pod {0}: another of its containers is running, and its VM holds the pod's network (the pod IP lives in that guest); runq runs a pod's containers one at a time: init containers, then one app container")]
+    PodNetworkHeld(String),
     #[error("sysctl {0:?}: not a sysctl name (letters, digits, '_', '-' between dots)")]
     BadSysctl(String),
     #[error(transparent)]
@@ -256,7 +259,7 @@ pub fn rewrite(
     debug: bool,
 ) -> Result<Rewritten, BundleError> {
     let process = spec.process().clone().ok_or(BundleError::NoProcess)?;
-    check_network_namespace(&spec, host)?;
+    let lasting_netns = check_network_namespace(&spec, host)?;
     let root = spec.root().clone().ok_or(BundleError::NoRoot)?;
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
@@ -328,6 +331,7 @@ pub fn rewrite(
         debug,
         host_filters: host_filters(settings.share)?,
         warning: None,
+        lasting_netns,
     };
 
     let (mounts, tmpfs, mut disks, (binds, readonly_binds)) = rewrite_mounts(
@@ -598,34 +602,49 @@ fn cri_container_type(spec: &Spec) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// The VM takes over the interfaces of the container's own network
-/// namespace; the host's, or another container's, are not ours to take.
-/// A CRI pod's container joins the pod's namespace by path: its VM takes
-/// the pod's interfaces.
 /// The VM takes over the interfaces of the container's network namespace:
 /// a new one (Docker, runc makes it), or one made for this container and
 /// still empty of processes (podman's, an orchestrator's); never the
-/// host's, nor one another container lives in (its VM has its links),
-/// except a CRI pod's, whose sandbox is not a VM.
-fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<(), BundleError> {
+/// host's, nor one another container lives in (its VM has its links).
+/// A CRI pod's container joins the pod's namespace, where the sandbox
+/// (no VM) lives, while no other container of the pod runs: the first
+/// VM holds the pod's interfaces. Returns whether the namespace outlives
+/// the container (given by path).
+fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<bool, BundleError> {
     let namespaces = spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default();
-    match namespaces
+    let Some(netns) = namespaces
         .iter()
         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-    {
-        None => Err(BundleError::HostNetwork),
-        Some(n) => match n.path() {
-            Some(p) if (host.is_host_netns)(p) => Err(BundleError::HostNetwork),
-            Some(_) if cri_container_type(spec) == Some("container") => Ok(()),
-            Some(p) if !(host.netns_in_use)(p) => Ok(()),
-            Some(_) => Err(BundleError::SharedNetwork),
-            None => Ok(()),
-        },
+    else {
+        return Err(BundleError::HostNetwork);
+    };
+    let Some(path) = netns.path() else {
+        return Ok(false);
+    };
+    if (host.is_host_netns)(path) {
+        return Err(BundleError::HostNetwork);
     }
+    let users = (host.netns_users)(path);
+    if cri_container_type(spec) == Some("container") {
+        if users > 1 {
+            let pod = spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(CRI_SANDBOX_ID))
+                .cloned()
+                .unwrap_or_default();
+            return Err(BundleError::PodNetworkHeld(pod));
+        }
+        return Ok(true);
+    }
+    if users > 0 {
+        return Err(BundleError::SharedNetwork);
+    }
+    Ok(true)
 }
 
 fn proxy_root(bundle: &Path) -> Result<Root, BundleError> {
@@ -1019,7 +1038,11 @@ mod tests {
                 minor: 232,
             }],
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
-            netns_in_use: |p| p.starts_with("/proc/"),
+            netns_users: |p| match p.to_str() {
+                Some(p) if p.starts_with("/proc/") => 1,
+                Some(p) if p.ends_with("/held-pod") => 5,
+                _ => 0,
+            },
             disk_format: |p| match p.to_str() {
                 Some("/img/q.qcow2") => Ok(runq_protocol::DiskFormat::Qcow2),
                 Some("/img/dir") => Err(disks::ImageRefusal::NotAnImage),
@@ -1547,7 +1570,8 @@ mod tests {
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/run/netns/netns-1234"}"#,
         );
-        assert!(run_rewrite(&made).is_ok());
+        assert!(run_rewrite(&made).unwrap().vm.lasting_netns);
+        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.lasting_netns);
         let host_path = DOCKER_CONFIG.replace(
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
@@ -1561,7 +1585,13 @@ mod tests {
             r#""hostname": "abc","#,
             r#""hostname": "abc", "annotations": {"io.kubernetes.cri.container-type": "container"},"#,
         );
-        assert!(run_rewrite(&pod).is_ok());
+        assert!(run_rewrite(&pod).unwrap().vm.lasting_netns);
+        // Another container of the pod runs: its VM holds the pod's links.
+        let held = pod.replace("/proc/42/ns/net", "/run/netns/held-pod");
+        assert!(matches!(
+            run_rewrite(&held),
+            Err(BundleError::PodNetworkHeld(_))
+        ));
         let claims: Spec =
             serde_json::from_str(&pod.replace(r#""container"}"#, r#""sandbox"}"#)).unwrap();
         assert!(matches!(

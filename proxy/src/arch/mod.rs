@@ -330,6 +330,7 @@ mod tests {
             resolv_conf: None,
             host_filters: Default::default(),
             warning: None,
+            lasting_netns: false,
         }
     }
 

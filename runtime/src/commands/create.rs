@@ -247,7 +247,7 @@ fn host_facts(tree: &Path, accel: runq_protocol::Accel, apuuid: Option<&str>) ->
         bounding_caps,
         devices,
         is_host_netns,
-        netns_in_use,
+        netns_users,
         disk_format,
         fs: &crate::host_fs::HostFs,
         tree_dirs: tree_dirs(tree)?,
@@ -280,15 +280,16 @@ fn is_host_netns(path: &Path) -> bool {
     same_file(path, Path::new("/proc/self/ns/net"))
 }
 
-/// Some thread's network namespace is the one at `path` (every task, not
-/// only thread-group leaders: a thread may have joined it with setns);
-/// unreadable paths count as in use: refused rather than guessed.
-fn netns_in_use(path: &Path) -> bool {
+/// How many processes have a thread in the network namespace at `path`
+/// (every task, not only thread-group leaders: a thread may have joined
+/// it with setns); unreadable paths count as `usize::MAX`: refused rather
+/// than guessed.
+fn netns_users(path: &Path) -> usize {
     let Ok(procs) = fs::read_dir("/proc") else {
-        return true;
+        return usize::MAX;
     };
     if fs::metadata(path).is_err() {
-        return true;
+        return usize::MAX;
     }
     let numeric = |e: &fs::DirEntry| {
         e.file_name()
@@ -296,14 +297,18 @@ fn netns_in_use(path: &Path) -> bool {
             .bytes()
             .all(|b| b.is_ascii_digit())
     };
-    procs.flatten().filter(numeric).any(|p| {
-        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
-            return false; // gone meanwhile
-        };
-        tasks
-            .flatten()
-            .any(|t| same_file(&t.path().join("ns/net"), path))
-    })
+    procs
+        .flatten()
+        .filter(numeric)
+        .filter(|p| {
+            let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+                return false; // gone meanwhile
+            };
+            tasks
+                .flatten()
+                .any(|t| same_file(&t.path().join("ns/net"), path))
+        })
+        .count()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
