@@ -154,9 +154,11 @@ fuzz:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cd fuzz && cargo check --bins --quiet
 
 ## bench: start latency of runq vs runc vs bare QEMU (RUNS=10)
 bench: install
+	@$(call apt_ensure,runsc)
 	bench/run
 
 ## cross: all binaries for another arch, e.g. `make ARCH=s390x` (Debian's cross gcc links)

@@ -35,14 +35,8 @@ kver=$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -name '*-s390x' -printf 
 [ -n "$kver" ] || die "no s390x kernel in $root"
 
 check_kernel s390x "$kver" "$root/lib/modules/$kver" "$root/boot/vmlinuz-$kver"
-kdir=$out/kernels/s390x
-mkdir -p "$kdir"
-cp "$root/boot/vmlinuz-$kver" "$kdir/kernel"
-BUSYBOX=$root/bin/busybox make_initrd "$kdir/initrd" "$kver" "$root/lib/modules/$kver" load "${modules[@]}"
-write_version "$kdir" "$kver"
-features=virtiofs
-grep -qE '/9p\.ko' "$root/lib/modules/$kver/modules.dep" && features="$features 9p"
-echo "$features" >"$kdir/features"
+BUSYBOX=$root/bin/busybox write_kernel_dir s390x "$root/boot/vmlinuz-$kver" "$kver" "$root/lib/modules/$kver" load \
+  "$(has_9p_module "$root/lib/modules/$kver")" "${modules[@]}"
 
 copy_with_libs "$(command -v qemu-system-s390x)" /usr/bin/qemu-system-s390x
 m=/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-s390x.so

@@ -101,28 +101,16 @@ done
 
 
 # Debian's kernel (kver: checked above)
-kdir=$out/kernels/debian
-mkdir -p "$kdir"
-cp "$sysroot/boot/vmlinuz-$kver" "$kdir/kernel"
-make_initrd "$kdir/initrd" "$kver" "$sysroot/lib/modules/$kver" load "${modules[@]}"
-write_version "$kdir" "$kver"
-# What the kernel can mount as the container root (the cloud kernel has no 9p).
-features=virtiofs
-grep -qE '/9p\.ko' "$sysroot/lib/modules/$kver/modules.dep" && features="$features 9p"
-echo "$features" > "$kdir/features"
+write_kernel_dir debian "$sysroot/boot/vmlinuz-$kver" "$kver" "$sysroot/lib/modules/$kver" load \
+  "$(has_9p_module "$sysroot/lib/modules/$kver")" "${modules[@]}"
 default=debian
 
 if [ -n "$runq_kernel" ]; then
-  kdir=$out/kernels/runq
-  mkdir -p "$kdir"
   # The uncompressed vmlinux: QEMU boots it through its PVH entry, with
   # no decompression (seconds under TCG).
-  cp "$runq_kernel/vmlinux" "$kdir/kernel"
-  make_initrd "$kdir/initrd" "$rver" "$runq_kernel/mods/lib/modules/$rver" ship
-  write_version "$kdir" "$rver"
-  features=virtiofs
-  grep -q '^CONFIG_9P_FS=y' "$runq_kernel/config" && features="$features 9p"
-  echo "$features" > "$kdir/features"
+  ninep=no
+  grep -q '^CONFIG_9P_FS=y' "$runq_kernel/config" && ninep=yes
+  write_kernel_dir runq "$runq_kernel/vmlinux" "$rver" "$runq_kernel/mods/lib/modules/$rver" ship "$ninep"
 fi
 # The default guest kernel: DEFAULT_KERNEL (see the Makefile for why it is
 # Debian's for now), if installed.

@@ -21,6 +21,28 @@ write_version() {
   fi
 }
 
+# write_kernel_dir NAME IMAGE RELEASE MODDIR ship|load NINEP [MODULE...]:
+# the one writer of $out/kernels/NAME/{kernel,initrd,version,features}
+# (the layout protocol/src/tree.rs names): IMAGE as the kernel, an initrd
+# of make_initrd, the release, and the features (virtiofs, plus 9p when
+# NINEP is yes). $BUSYBOX passes through to make_initrd.
+write_kernel_dir() {
+  local name=$1 image=$2 release=$3 moddir=$4 mode=$5 ninep=$6 kdir features=virtiofs
+  shift 6
+  kdir=$out/kernels/$name
+  mkdir -p "$kdir"
+  cp "$image" "$kdir/kernel"
+  make_initrd "$kdir/initrd" "$release" "$moddir" "$mode" "$@"
+  write_version "$kdir" "$release"
+  [ "$ninep" = yes ] && features="$features 9p"
+  echo "$features" >"$kdir/features"
+}
+
+# has_9p_module MODDIR: "yes" when MODDIR's modules include 9p.
+has_9p_module() {
+  if grep -qE '/9p\.ko' "$1/modules.dep"; then echo yes; else echo no; fi
+}
+
 # A binary and every library it links, at the same paths as on the host
 # (or as in $sysroot, a tree of another arch's packages): the ELF
 # interpreter and each DT_NEEDED, found where the loader looks, read with

@@ -72,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     let host = HostFacts {
+        accel: runq_protocol::Accel::Tcg,
         bounding_caps: u64::MAX >> 23,
         devices: vec![HostDevice {
             path: "/dev/kvm".into(),
@@ -79,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             minor: 232,
         }],
         is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
-        netns_in_use: |p| p.starts_with("/proc/"),
+        netns_users: |p| usize::from(p.starts_with("/proc/")),
         disk_format: |_| Ok(runq_protocol::DiskFormat::Raw),
         fs: &HostileImage,
         tree_dirs: vec!["usr".into()],
@@ -114,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 .and_then(|res| res.memory().as_ref())
                 .and_then(|m| m.limit())
                 .unwrap_or(limit);
-            let overhead = bundle::vm_overhead_mib(settings.accel) << 20;
+            let overhead = bundle::vm_overhead_mib(host.accel) << 20;
             let vm = i64::from(settings.mem_mib) << 20;
             assert!(
                 got <= limit.max(vm + overhead),

@@ -16,7 +16,8 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use nix::sys::reboot::{reboot, RebootMode};
-use runq_protocol::{wire, Msg, CONTROL_PORT};
+use runq_protocol::wire::{self, StartRequest};
+use runq_protocol::CONTROL_PORT;
 use vsock::{VsockAddr, VsockStream, VMADDR_CID_HOST};
 
 fn main() {
@@ -71,16 +72,15 @@ fn boot() -> Result<()> {
         DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     debug("init started");
-    modules::load_all("/modules.list")?;
+    modules::load_all(runq_protocol::tree::MODULES_LIST)?;
     debug("modules loaded");
     let mut conn = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
         .context("dialing the proxy on vsock (host CID 2)")?;
     debug("connected to the proxy");
-    wire::handshake(&mut conn).context("control handshake")?;
-    let start = match wire::read_msg(&mut conn)? {
-        Some(Msg::Start(s)) => s,
-        other => anyhow::bail!("expected Start from the proxy, got {other:?}"),
-    };
+    wire::guest_handshake(&mut conn).context("control handshake")?;
+    let start: StartRequest = wire::read_msg(&mut conn)
+        .context("reading the start request")?
+        .context("the proxy closed the connection before the start request")?;
     debug("start received");
-    session::run(conn, *start)
+    session::run(conn, start)
 }

@@ -102,3 +102,46 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A child the reaper under test reaps (not `Child::wait`).
+    #[allow(clippy::zombie_processes)]
+    fn sh(code: i32) -> Pid {
+        let _spawn = spawning();
+        let child = Command::new("sh")
+            .args(["-c", &format!("exit {code}")])
+            .spawn()
+            .unwrap();
+        Pid::from_raw(child.id() as i32)
+    }
+
+    #[test]
+    fn a_status_reaches_its_watcher_whichever_comes_first() {
+        let r = Reaper::default();
+        let early = r.watch(Pid::from_raw(100));
+        r.deliver(Pid::from_raw(100), ExitStatus::Exited(1));
+        assert_eq!(early.recv().unwrap(), ExitStatus::Exited(1));
+        r.deliver(Pid::from_raw(200), ExitStatus::Signaled(9));
+        let late = r.watch(Pid::from_raw(200));
+        assert_eq!(late.recv().unwrap(), ExitStatus::Signaled(9));
+    }
+
+    /// Real children: the workload's status is returned, the others'
+    /// delivered, each exactly to its own watcher.
+    #[test]
+    fn reaping_returns_the_workload_and_delivers_the_rest() {
+        let r = Reaper::default();
+        let other = sh(5);
+        let watched = r.watch(other);
+        let workload = sh(3);
+        // The other child has ended (its status stays until reaped)
+        // before the reaper starts: it must be delivered, not lost.
+        waitid(Id::Pid(other), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        assert_eq!(r.reap_until(workload), ExitStatus::Exited(3));
+        assert_eq!(watched.recv().unwrap(), ExitStatus::Exited(5));
+    }
+}

@@ -10,8 +10,8 @@ use std::thread::{self, JoinHandle};
 use anyhow::{Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{sethostname, Pid};
-use runq_protocol::wire::{self, StartRequest, MAX_DATA_CHUNK};
-use runq_protocol::{ExitStatus, Msg, EXEC_PORT};
+use runq_protocol::wire::{self, ExecRequest, StartRequest, MAX_DATA_CHUNK};
+use runq_protocol::{ExitStatus, GuestMsg, HostMsg, EXEC_PORT};
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 
 use crate::reaper::Reaper;
@@ -20,7 +20,7 @@ use crate::{dns, log, mounts, net};
 
 type Writer = Arc<Mutex<VsockStream>>;
 
-fn send(w: &Writer, msg: &Msg) -> Result<()> {
+fn send(w: &Writer, msg: &GuestMsg) -> Result<()> {
     let mut conn = w
         .lock()
         .map_err(|_| anyhow::anyhow!("control writer poisoned"))?;
@@ -32,22 +32,22 @@ fn send(w: &Writer, msg: &Msg) -> Result<()> {
 pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone().context("cloning vsock")?));
     let setup = (|| -> Result<()> {
-        mounts::mount_container_root(&start)?;
+        mounts::mount_container_root(&start.guest)?;
         crate::debug("root mounted");
         net::configure(&start.nics, &start.routes).context("configuring the network")?;
         crate::debug("network configured");
         dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
             .context("starting the embedded-DNS relay")?;
         crate::debug("dns relay up");
-        if let Err(e) = crate::cgroup::prepare(start.memory_bytes) {
+        if let Err(e) = crate::cgroup::prepare(start.guest.memory_bytes) {
             log(&format!("no cgroup for the container: {e:#}"));
         }
-        if let Some(h) = &start.hostname {
+        if let Some(h) = &start.guest.hostname {
             sethostname(h).context("setting the hostname")?;
         }
         // The guest is the container's alone: its sysctls are the
         // container's namespaced ones (Docker only passes those).
-        for (key, value) in &start.sysctls {
+        for (key, value) in &start.guest.sysctls {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
             std::fs::write(&path, value).with_context(|| format!("sysctl {key}={value}"))?;
         }
@@ -55,16 +55,16 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     })();
     if let Err(e) = setup {
         let message = format!("runq: preparing the guest: {e:#}");
-        return send(&writer, &Msg::Failed { code: 1, message });
+        return send(&writer, &GuestMsg::Failed { code: 1, message });
     }
     let confinement = workload::Confinement {
-        masked: start.masked_paths.clone(),
-        readonly: start.readonly_paths.clone(),
-        privileged: start.privileged,
+        masked: start.guest.mounts.masked_paths.clone(),
+        readonly: start.guest.mounts.readonly_paths.clone(),
+        privileged: start.guest.privileged,
     };
-    let seccomp = Arc::new(start.seccomp.clone());
+    let seccomp = Arc::new(start.guest.seccomp.clone());
     let w = match workload::spawn(
-        &start.process,
+        &start.guest.process,
         start.winsize,
         &seccomp,
         Target::NewNamespaces(&confinement),
@@ -78,12 +78,12 @@ pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
     if let Err(e) = serve_execs(pid, reaper.clone(), seccomp) {
         log(&format!("exec is unavailable: {e:#}"));
     }
-    let systemd = start.systemd;
-    let disk_mounts = mounts::disk_mount_points(&start);
-    let hook = start.sigusr.then(|| {
+    let systemd = start.guest.init.systemd;
+    let disk_mounts = mounts::disk_mount_points(&start.guest);
+    let hook = start.guest.init.sigusr.then(|| {
         sigusr_hook(
             pid,
-            start.process.env.clone(),
+            start.guest.process.env.clone(),
             writer.clone(),
             reaper.clone(),
         )
@@ -135,11 +135,9 @@ fn exec_session(
     reaper: &Reaper,
     seccomp: &[Vec<u64>],
 ) -> Result<()> {
-    wire::handshake(&mut conn)?;
-    let req = match wire::read_msg(&mut conn)? {
-        Some(Msg::Exec(r)) => r,
-        other => anyhow::bail!("expected Exec, got {other:?}"),
-    };
+    wire::guest_handshake(&mut conn)?;
+    let req: ExecRequest =
+        wire::read_msg(&mut conn)?.context("the exec connection closed before its request")?;
     let writer: Writer = Arc::new(Mutex::new(conn.try_clone()?));
     let w = match workload::spawn(&req.process, req.winsize, seccomp, Target::Join(workload)) {
         Ok(w) => w,
@@ -181,9 +179,9 @@ fn sigusr_hook(workload: Pid, env: Vec<String>, writer: Writer, reaper: Arc<Reap
                 // Reap it like any exec'd process; nobody waits.
                 drop(reaper.watch(h.pid));
                 drop(h.stdin);
-                pump(h.stdout, writer.clone(), Msg::Stdout);
+                pump(h.stdout, writer.clone(), GuestMsg::Stdout);
                 if let Some(e) = h.stderr {
-                    pump(e, writer.clone(), Msg::Stderr);
+                    pump(e, writer.clone(), GuestMsg::Stderr);
                 }
             }
             Err(e) => log(&format!("{name}: {}", e.message)),
@@ -201,8 +199,8 @@ fn relay(
     hook: Option<SignalHook>,
     wait: impl FnOnce() -> ExitStatus,
 ) -> Result<()> {
-    let out = pump(w.stdout, writer.clone(), Msg::Stdout);
-    let err = w.stderr.map(|e| pump(e, writer.clone(), Msg::Stderr));
+    let out = pump(w.stdout, writer.clone(), GuestMsg::Stdout);
+    let err = w.stderr.map(|e| pump(e, writer.clone(), GuestMsg::Stderr));
     let pid = w.pid;
     forward_input(conn.try_clone()?, pid, w.stdin, w.pty, hook);
     let status = wait();
@@ -211,7 +209,7 @@ fn relay(
     }
     nix::unistd::sync();
     crate::debug("output drained, synced; sending Exit");
-    send(&writer, &Msg::Exit(status))?;
+    send(&writer, &GuestMsg::Exit(status))?;
     // The host ends the connection (the proxy kills the VM after the
     // workload's Exit): wait for that rather than race it.
     let mut rest = conn;
@@ -228,7 +226,7 @@ fn forward_input(
 ) {
     thread::spawn(move || loop {
         match wire::read_msg(&mut reader) {
-            Ok(Some(Msg::Stdin(data))) => {
+            Ok(Some(HostMsg::Stdin(data))) => {
                 // A process that closed its stdin just stops reading.
                 if let Some(s) = stdin.as_mut() {
                     if s.write_all(&data).is_err() {
@@ -236,24 +234,23 @@ fn forward_input(
                     }
                 }
             }
-            Ok(Some(Msg::StdinEof)) => {
+            Ok(Some(HostMsg::StdinEof)) => {
                 if pty.is_none() {
                     stdin = None;
                 }
             }
-            Ok(Some(Msg::Signal(n))) if hook.as_ref().is_some_and(|h| h(n)) => {}
-            Ok(Some(Msg::Signal(n))) => {
+            Ok(Some(HostMsg::Signal(n))) if hook.as_ref().is_some_and(|h| h(n)) => {}
+            Ok(Some(HostMsg::Signal(n))) => {
                 // Raw numbers: nix's Signal has no realtime signals, and
                 // SIGRTMIN+4 (systemd's poweroff) must get through.
                 // SAFETY: kill(2) with a pid and a signal number.
                 unsafe { libc::kill(pid.as_raw(), n) };
             }
-            Ok(Some(Msg::Resize { rows, cols })) => {
+            Ok(Some(HostMsg::Resize { rows, cols })) => {
                 if let Some(p) = &pty {
                     workload::set_winsize(p, rows, cols);
                 }
             }
-            Ok(Some(other)) => log(&format!("ignoring unexpected {other:?}")),
             Ok(None) | Err(_) => {
                 // The other side is gone: nobody can see this process.
                 let _ = kill(pid, Signal::SIGKILL);
@@ -265,7 +262,7 @@ fn forward_input(
 
 /// Forward one output stream as frames until EOF (EIO on a pty master
 /// whose slave side is closed is EOF too).
-fn pump(mut src: File, w: Writer, wrap: fn(Vec<u8>) -> Msg) -> JoinHandle<()> {
+fn pump(mut src: File, w: Writer, wrap: fn(Vec<u8>) -> GuestMsg) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = vec![0u8; MAX_DATA_CHUNK];
         loop {

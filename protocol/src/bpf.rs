@@ -6,15 +6,42 @@
 
 /// Packed words -> `sock_filter`s; done before the fork (it allocates).
 pub fn unpack(words: &[u64]) -> Vec<libc::sock_filter> {
-    words
-        .iter()
-        .map(|w| libc::sock_filter {
-            code: (w >> 48) as u16,
-            jt: (w >> 40) as u8,
-            jf: (w >> 32) as u8,
-            k: *w as u32,
+    words.iter().map(|w| unpack_one(*w)).collect()
+}
+
+/// One packed word -> its `sock_filter`.
+pub fn unpack_one(w: u64) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (w >> 48) as u16,
+        jt: (w >> 40) as u8,
+        jf: (w >> 32) as u8,
+        k: w as u32,
+    }
+}
+
+/// A program as the kernel of a (big- or little-endian) machine holds it,
+/// 8 bytes per instruction (libseccomp's export), -> packed words; `None`
+/// when the length is no whole number of instructions.
+pub fn pack_native(bytes: &[u8], big_endian: bool) -> Option<Vec<u64>> {
+    let chunks = bytes.chunks_exact(8);
+    if !chunks.remainder().is_empty() {
+        return None;
+    }
+    let words = chunks.map(|f| {
+        let (code, k) = ([f[0], f[1]], [f[4], f[5], f[6], f[7]]);
+        let (code, k) = if big_endian {
+            (u16::from_be_bytes(code), u32::from_be_bytes(k))
+        } else {
+            (u16::from_le_bytes(code), u32::from_le_bytes(k))
+        };
+        pack(&libc::sock_filter {
+            code,
+            jt: f[2],
+            jf: f[3],
+            k,
         })
-        .collect()
+    });
+    Some(words.collect())
 }
 
 /// `sock_filter` -> its packed word.
@@ -78,6 +105,21 @@ pub fn install_all_threads(filter: &[libc::sock_filter]) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_programs_of_either_byte_order_pack_alike() {
+        let le = [0x20, 0x00, 0x01, 0x02, 0x04, 0x00, 0x00, 0x00];
+        let be = [0x00, 0x20, 0x01, 0x02, 0x00, 0x00, 0x00, 0x04];
+        let want = pack(&libc::sock_filter {
+            code: 0x20,
+            jt: 1,
+            jf: 2,
+            k: 4,
+        });
+        assert_eq!(pack_native(&le, false), Some(vec![want]));
+        assert_eq!(pack_native(&be, true), Some(vec![want]));
+        assert_eq!(pack_native(&le[..7], false), None);
+    }
 
     #[test]
     fn pack_and_unpack_are_inverse() {

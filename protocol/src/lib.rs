@@ -3,8 +3,8 @@
 //!
 //! * [`VmSpec`] is the VM description that `runq create` derives from the
 //!   OCI bundle and the proxy reads inside the container.
-//! * [`Msg`] and [`wire`] are the framed, versioned protocol spoken over the
-//!   vsock control connection between proxy and guest.
+//! * [`HostMsg`], [`GuestMsg`] and [`wire`] are the framed, versioned
+//!   protocol spoken over the vsock connections between proxy and guest.
 
 pub mod bpf;
 pub mod exec_args;
@@ -12,18 +12,20 @@ pub mod image;
 pub mod resolve;
 pub mod slots;
 pub mod spec;
+pub mod tree;
 pub mod wire;
 
 pub use spec::{
-    rlimit_resource, Accel, CapSets, Disk, DiskCache, DiskFormat, DiskFs, GuestArch, GuestDisk,
-    HostFilters, NinePCache, ProcessSpec, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL,
-    QEMU_GID, QEMU_UID, RLIMIT_NAMES,
+    rlimit_resource, Accel, Cap, CapSets, Disk, DiskCache, DiskFormat, DiskFs, Drive, GuestArch,
+    GuestConfig, GuestDisk, HostFilters, HostSide, InitOptions, Machine, MountConfig, NinePCache,
+    ProcessSpec, RootConfig, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, QEMU_GID,
+    QEMU_UID, RLIMIT_NAMES,
 };
-pub use wire::{ExitStatus, Msg, WireError};
+pub use wire::{ExitStatus, GuestMsg, Hello, HostMsg, WireError};
 
 /// Wire protocol version; host and guest must agree exactly, since both are
 /// built from the same tree and installed together.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// vsock port on the host (CID 2) that the guest dials for its control
 /// connection.

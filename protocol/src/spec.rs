@@ -3,13 +3,67 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Accelerator choice (design decision 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A name that is none of an option enum's (`FromStr`'s error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not one of {allowed}")]
+pub struct UnknownName {
+    pub name: String,
+    pub allowed: String,
+}
+
+/// The one idiom of every option enum: the names users type (and
+/// `vm.json` carries, as serde spells them) in one table, giving `ALL`,
+/// `as_str`, `FromStr` and `Display`.
+#[macro_export]
+macro_rules! named {
+    ($t:ident { $($v:ident => $n:literal),+ $(,)? }) => {
+        impl $t {
+            pub const ALL: &'static [$t] = &[$($t::$v),+];
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($t::$v => $n),+
+                }
+            }
+        }
+        impl ::std::str::FromStr for $t {
+            type Err = $crate::spec::UnknownName;
+            fn from_str(s: &str) -> Result<Self, $crate::spec::UnknownName> {
+                $t::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| $crate::spec::UnknownName {
+                        name: s.to_string(),
+                        allowed: $t::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                    })
+            }
+        }
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named!(Accel { Kvm => "kvm", Tcg => "tcg" });
+named!(Share { Virtiofs => "virtiofs", NineP => "9p" });
+named!(GuestArch { X86_64 => "x86_64", S390x => "s390x" });
+named!(NinePCache { None => "none", Loose => "loose", Fscache => "fscache", Mmap => "mmap" });
+named!(DiskCache {
+    Writeback => "writeback",
+    Writethrough => "writethrough",
+    None => "none",
+    Unsafe => "unsafe",
+});
+named!(DiskFs { Ext2 => "ext2", Ext3 => "ext3", Ext4 => "ext4", Xfs => "xfs", Btrfs => "btrfs" });
+named!(DiskFormat { Raw => "raw", Qcow2 => "qcow2" });
+
+/// The accelerator a VM runs with, as `runq create` resolved it (the
+/// user's `auto` is the runtime's `options::AccelChoice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
-    /// KVM when a probe proves it can run a guest, TCG otherwise.
-    #[default]
-    Auto,
     Kvm,
     Tcg,
 }
@@ -35,13 +89,6 @@ pub enum GuestArch {
 }
 
 impl GuestArch {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            GuestArch::X86_64 => "x86_64",
-            GuestArch::S390x => "s390x",
-        }
-    }
-
     /// Whether the guest's words are big-endian (seccomp_data, BPF).
     pub const fn big_endian(self) -> bool {
         match self {
@@ -71,17 +118,6 @@ pub enum NinePCache {
     Mmap,
 }
 
-impl NinePCache {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NinePCache::None => "none",
-            NinePCache::Loose => "loose",
-            NinePCache::Fscache => "fscache",
-            NinePCache::Mmap => "mmap",
-        }
-    }
-}
-
 /// Host cache mode of a runq disk (QEMU's `cache=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,23 +129,6 @@ pub enum DiskCache {
     Unsafe,
 }
 
-impl DiskCache {
-    pub const ALL: [DiskCache; 4] = [
-        DiskCache::Writeback,
-        DiskCache::Writethrough,
-        DiskCache::None,
-        DiskCache::Unsafe,
-    ];
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DiskCache::Writeback => "writeback",
-            DiskCache::Writethrough => "writethrough",
-            DiskCache::None => "none",
-            DiskCache::Unsafe => "unsafe",
-        }
-    }
-}
-
 /// Filesystems a runq disk may be mounted as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,25 +138,6 @@ pub enum DiskFs {
     Ext4,
     Xfs,
     Btrfs,
-}
-
-impl DiskFs {
-    pub const ALL: [DiskFs; 5] = [
-        DiskFs::Ext2,
-        DiskFs::Ext3,
-        DiskFs::Ext4,
-        DiskFs::Xfs,
-        DiskFs::Btrfs,
-    ];
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DiskFs::Ext2 => "ext2",
-            DiskFs::Ext3 => "ext3",
-            DiskFs::Ext4 => "ext4",
-            DiskFs::Xfs => "xfs",
-            DiskFs::Btrfs => "btrfs",
-        }
-    }
 }
 
 /// Image format of a runq disk (block devices are raw).
@@ -187,6 +187,19 @@ pub struct Disk {
     pub format: DiskFormat,
 }
 
+impl Disk {
+    /// Its host side, for QEMU.
+    pub fn drive(&self) -> Drive {
+        Drive {
+            id: self.guest.id.clone(),
+            path: self.path.clone(),
+            cache: self.cache,
+            format: self.format,
+            readonly: self.guest.readonly,
+        }
+    }
+}
+
 /// The workload process, as the guest must start it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ProcessSpec {
@@ -234,6 +247,44 @@ pub struct TmpfsMount {
     pub options: Vec<String>,
 }
 
+/// The capabilities runq names itself, by their Linux numbers (the
+/// workload's come from the OCI spec by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Cap {
+    Chown = 0,
+    DacOverride = 1,
+    Fowner = 3,
+    Fsetid = 4,
+    Kill = 5,
+    Setgid = 6,
+    Setuid = 7,
+    Setpcap = 8,
+    NetAdmin = 12,
+    SysModule = 16,
+    SysChroot = 18,
+    Mknod = 27,
+    Setfcap = 31,
+}
+
+impl Cap {
+    /// Its bit in a capability mask.
+    pub const fn bit(self) -> u64 {
+        1 << self as u8
+    }
+
+    /// The mask of `caps`.
+    pub const fn mask(caps: &[Cap]) -> u64 {
+        let mut m = 0;
+        let mut i = 0;
+        while i < caps.len() {
+            m |= caps[i].bit();
+            i += 1;
+        }
+        m
+    }
+}
+
 /// The five capability sets of a process, as bit masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CapSets {
@@ -273,109 +324,147 @@ pub fn rlimit_resource(name: &str) -> Option<u32> {
         .map(|i| i as u32)
 }
 
-/// The VM description written by `runq create` as `vm.json`.
+/// The VM description written by `runq create` as `vm.json`, in the parts
+/// that each reader needs (after Cloud Hypervisor's `VmConfig`): the
+/// machine QEMU emulates, the host side of its drives, what the guest is
+/// told (sent to runq-init as it is), and the proxy's own settings.
+/// Everything is resolved: no `auto`, no "the host's" left to decide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// Container id, for log lines.
     pub id: String,
+    pub machine: Machine,
+    /// The host side of each runq disk, in the order of `guest.disks`.
+    pub drives: Vec<Drive>,
+    pub guest: GuestConfig,
+    pub host: HostSide,
+}
+
+/// The machine: what QEMU's command line is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// The guest's architecture (the host's unless emulating, TCG only).
+    pub arch: GuestArch,
+    pub accel: Accel,
     pub cpus: u32,
     pub mem_mib: u32,
-    pub accel: Accel,
-    pub share: Share,
-    /// The guest's architecture when it is not the host's (TCG only).
-    #[serde(default)]
-    pub guest_arch: Option<GuestArch>,
+    /// `-cpu` value for QEMU; `None` means host (KVM) / max (TCG).
+    pub cpu_model: Option<String>,
+    /// Guest kernel: a directory name under the QEMU tree's `kernels/`.
+    pub kernel: String,
     /// `RUNQ_APUUID`: a vfio-ap mediated device passed to an s390x guest
     /// (crypto adapters and domains).
-    #[serde(default)]
     pub apuuid: Option<String>,
-    /// The 9p cache mode, when `share` is 9p.
-    #[serde(default)]
-    pub ninep_cache: NinePCache,
-    /// Guest kernel: a directory name under the QEMU tree's `kernels/`.
-    #[serde(default = "default_kernel")]
-    pub kernel: String,
-    /// runq disks, in the order given.
-    #[serde(default)]
-    pub disks: Vec<Disk>,
-    /// `RUNQ_ROOTDISK`: the id of the disk that becomes the root, and the
-    /// paths not copied onto it at first boot.
-    #[serde(default)]
-    pub rootdisk: Option<RootDisk>,
-    /// Destinations of Docker's bind mounts, as the workload sees them.
-    #[serde(default)]
-    pub binds: Vec<String>,
-    /// Those of [`VmSpec::binds`] mounted read-only (`-v ...:ro`).
-    #[serde(default)]
-    pub readonly_binds: Vec<String>,
-    /// OCI `linux.sysctl` (sorted by key), for the guest.
-    #[serde(default)]
-    pub sysctls: Vec<(String, String)>,
-    /// OCI `linux.maskedPaths` and `readonlyPaths`, for the workload.
-    #[serde(default)]
-    pub masked_paths: Vec<String>,
-    #[serde(default)]
-    pub readonly_paths: Vec<String>,
-    /// `-cpu` value for QEMU; `None` means host (KVM) / max (TCG).
-    #[serde(default)]
-    pub cpu_model: Option<String>,
-    pub hostname: Option<String>,
+    /// Keep guest kernel messages, log the proxy's steps.
+    pub debug: bool,
+}
+
+/// How a runq disk reaches QEMU (its guest side is a [`GuestDisk`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drive {
+    /// The disk's id, as the guest sees it (serial, error messages).
+    pub id: String,
+    /// The image or device, as the proxy sees it.
+    pub path: String,
+    pub cache: DiskCache,
+    pub format: DiskFormat,
+    pub readonly: bool,
+}
+
+/// What runq-init is told, as runq create derived it; the proxy adds only
+/// what it alone learns (see `wire::StartRequest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
     pub process: ProcessSpec,
-    /// Mount the shared root read-only in the guest.
-    #[serde(default)]
-    pub readonly_root: bool,
-    /// tmpfs mounts in the guest: Docker's `--tmpfs` and the runtime
-    /// option `--tmpfs`.
-    #[serde(default)]
-    pub tmpfs: Vec<TmpfsMount>,
-    /// Size of /dev/shm in bytes (Docker's `--shm-size`).
-    #[serde(default)]
-    pub shm_size: Option<u64>,
-    /// The workload's seccomp profile as BPF programs (compiled by `runq
-    /// create`, each `sock_filter` packed in a u64), all installed in the
-    /// guest for the workload and every exec. Empty: unconfined.
-    #[serde(default)]
-    pub seccomp: Vec<Vec<u64>>,
+    pub hostname: Option<String>,
+    pub root: RootConfig,
+    pub mounts: MountConfig,
+    /// runq disks to link under /dev/disk/by-runq-id and mount.
+    pub disks: Vec<GuestDisk>,
+    /// Docker's `--device` nodes (not runq disks), made in the guest.
+    pub devices: Vec<DeviceNode>,
     /// Docker's `--privileged`: privileged in the guest (every guest
     /// device), never on the host (the proxy keeps its own device list).
-    #[serde(default)]
     pub privileged: bool,
-    /// Docker's `--device` nodes (not runq disks), made in the guest.
-    #[serde(default)]
-    pub devices: Vec<DeviceNode>,
-    /// Log debug lines from the proxy and keep guest kernel messages.
-    #[serde(default)]
-    pub debug: bool,
-    /// `RUNQ_SYSTEMD=1`: the workload is an init system.
-    #[serde(default)]
+    /// OCI `linux.sysctl` (sorted by key), set before the workload starts.
+    pub sysctls: Vec<(String, String)>,
+    /// The workload's seccomp profile as BPF programs (compiled by `runq
+    /// create`, packed by [`crate::bpf`]), all installed in the guest for
+    /// the workload and every exec. Empty: unconfined.
+    pub seccomp: Vec<Vec<u64>>,
+    /// The VM's memory: the container cgroup's `memory.max` in the guest.
+    pub memory_bytes: u64,
+    pub init: InitOptions,
+    /// A generated /etc/resolv.conf (runq's DNS options), else Docker's.
+    pub resolv_conf: Option<String>,
+}
+
+/// How the container root arrives in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    pub share: Share,
+    /// The 9p cache mode, when `share` is 9p.
+    pub ninep_cache: NinePCache,
+    /// Mount the root read-only.
+    pub readonly: bool,
+    /// `RUNQ_ROOTDISK`: the id of the disk that becomes the root, and the
+    /// paths not copied onto it at first boot.
+    pub rootdisk: Option<RootDisk>,
+}
+
+/// The workload's mount table beyond the root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Destinations of Docker's bind mounts, as the workload sees them.
+    pub binds: Vec<String>,
+    /// Those of `binds` mounted read-only (`-v ...:ro`).
+    pub readonly_binds: Vec<String>,
+    /// Docker's `--tmpfs` and the runtime option `--tmpfs`.
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Size of /dev/shm in bytes (Docker's `--shm-size`).
+    pub shm_size: Option<u64>,
+    /// OCI `linux.maskedPaths` and `readonlyPaths`.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+}
+
+/// What runq-init does around the workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitOptions {
+    /// `RUNQ_SYSTEMD=1`: the workload is an init system; poweroff/halt
+    /// report exit 0, anything else 1.
     pub systemd: bool,
     /// `--runqenv`: write the workload's environment to `/.runqenv`.
-    #[serde(default)]
     pub runqenv: bool,
-    /// `--noexec`: refuse `runq exec`.
-    #[serde(default)]
-    pub noexec: bool,
     /// `--sigusr`: SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` in the guest
     /// instead of reaching the workload.
-    #[serde(default)]
     pub sigusr: bool,
-    /// A generated /etc/resolv.conf (runq's DNS options), else Docker's.
-    #[serde(default)]
-    pub resolv_conf: Option<String>,
+}
+
+/// The proxy's own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSide {
     /// seccomp allow-lists for the host-side helpers, compiled by `runq
-    /// create` for the host (packed as [`VmSpec::seccomp`]).
-    #[serde(default)]
-    pub host_filters: HostFilters,
+    /// create` for the host.
+    pub filters: HostFilters,
     /// One line the proxy writes to the container's stderr before the
     /// guest boots (`--accel auto` fell back to TCG): the user of `docker
     /// run` sees it, not only runc's log.
-    #[serde(default)]
     pub warning: Option<String>,
     /// The network namespace outlives the container (a Kubernetes pod's,
     /// or one given by path): its interfaces keep their addresses, so the
     /// pod's next container (after an init container) finds them.
-    #[serde(default)]
     pub lasting_netns: bool,
+    /// `--noexec`: refuse `runq exec`.
+    pub noexec: bool,
 }
 
 /// The proxy's filters for the processes it starts next to the guest.
@@ -404,10 +493,6 @@ pub struct RootDisk {
 /// symlink in the tree to the one `make install` made the default.
 pub const DEFAULT_KERNEL: &str = "default";
 
-fn default_kernel() -> String {
-    DEFAULT_KERNEL.to_string()
-}
-
 impl VmSpec {
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
@@ -421,6 +506,28 @@ impl VmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn option_names_parse_print_and_match_serde() {
+        for s in Share::ALL {
+            assert_eq!(s.to_string().parse::<Share>(), Ok(*s));
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+        }
+        for c in NinePCache::ALL {
+            assert_eq!(serde_json::to_string(c).unwrap(), format!("\"{c}\""));
+        }
+        for a in GuestArch::ALL {
+            assert_eq!(serde_json::to_string(a).unwrap(), format!("\"{a}\""));
+        }
+        for a in Accel::ALL {
+            assert_eq!(serde_json::to_string(a).unwrap(), format!("\"{a}\""));
+        }
+        let e = "zfs".parse::<DiskFs>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"zfs\" is not one of ext2, ext3, ext4, xfs, btrfs"
+        );
+    }
 
     #[test]
     fn disk_serials_fit_virtio_blk_and_stay_apart() {
@@ -442,59 +549,64 @@ mod tests {
 
     #[test]
     fn vm_spec_round_trips_through_json() {
+        let disk = Disk {
+            guest: GuestDisk {
+                id: "data".into(),
+                fs: Some(DiskFs::Xfs),
+                mountpoint: Some("/data".into()),
+                readonly: false,
+            },
+            path: "/dev/runq/data".into(),
+            cache: DiskCache::None,
+            format: DiskFormat::Qcow2,
+        };
         let spec = VmSpec {
             id: "c1".into(),
-            cpus: 2,
-            mem_mib: 512,
-            accel: Accel::Tcg,
-            share: Share::NineP,
-            ninep_cache: NinePCache::Loose,
-            guest_arch: Some(GuestArch::S390x),
-            apuuid: Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into()),
-            kernel: "runq".into(),
-            disks: vec![Disk {
-                guest: GuestDisk {
-                    id: "data".into(),
-                    fs: Some(DiskFs::Xfs),
-                    mountpoint: Some("/data".into()),
-                    readonly: false,
-                },
-                path: "/dev/runq/data".into(),
-                cache: DiskCache::None,
-                format: DiskFormat::Qcow2,
-            }],
-            rootdisk: None,
-            binds: vec![],
-            readonly_binds: vec![],
-            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
-            masked_paths: vec![],
-            readonly_paths: vec![],
-            cpu_model: None,
-            hostname: Some("h".into()),
-            process: ProcessSpec {
-                args: vec!["sh".into()],
-                env: vec!["A=1".into()],
-                cwd: "/".into(),
-                ..Default::default()
+            machine: Machine {
+                arch: GuestArch::S390x,
+                accel: Accel::Tcg,
+                cpus: 2,
+                mem_mib: 512,
+                cpu_model: None,
+                kernel: "runq".into(),
+                apuuid: Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into()),
+                debug: false,
             },
-            readonly_root: true,
-            tmpfs: vec![TmpfsMount {
-                dest: "/tmp".into(),
-                options: vec!["size=1m".into()],
-            }],
-            shm_size: None,
-            seccomp: vec![vec![0x0006_0000_7fff_0000]],
-            privileged: true,
-            devices: vec![],
-            debug: false,
-            systemd: true,
-            runqenv: false,
-            noexec: false,
-            sigusr: false,
-            resolv_conf: None,
-            host_filters: HostFilters::default(),
-            warning: None,
-            lasting_netns: false,
+            drives: vec![disk.drive()],
+            guest: GuestConfig {
+                process: ProcessSpec {
+                    args: vec!["sh".into()],
+                    env: vec!["A=1".into()],
+                    cwd: "/".into(),
+                    ..Default::default()
+                },
+                hostname: Some("h".into()),
+                root: RootConfig {
+                    share: Share::NineP,
+                    ninep_cache: NinePCache::Loose,
+                    readonly: true,
+                    rootdisk: None,
+                },
+                mounts: MountConfig {
+                    tmpfs: vec![TmpfsMount {
+                        dest: "/tmp".into(),
+                        options: vec!["size=1m".into()],
+                    }],
+                    ..Default::default()
+                },
+                disks: vec![disk.guest.clone()],
+                devices: vec![],
+                privileged: true,
+                sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+                seccomp: vec![vec![0x0006_0000_7fff_0000]],
+                memory_bytes: 512 << 20,
+                init: InitOptions {
+                    systemd: true,
+                    ..Default::default()
+                },
+                resolv_conf: None,
+            },
+            host: HostSide::default(),
         };
         let json = spec.to_json().unwrap();
         assert!(json.contains("\"share\": \"9p\""));

@@ -1,9 +1,10 @@
 //! Framed host<->guest messages.
 //!
 //! A frame is a little-endian `u32` payload length followed by the
-//! payload, one [`Msg`] encoded with `postcard`. The first frame in each
-//! direction is [`Msg::Hello`]; a version mismatch ends the session with a
-//! clear error on both sides.
+//! payload, one message encoded with `postcard`: [`HostMsg`] from the
+//! host, [`GuestMsg`] from the guest. The first frame in each direction
+//! is a [`Hello`]; a version mismatch ends the session with a clear error
+//! on both sides.
 
 use std::io::{self, Read, Write};
 
@@ -42,111 +43,67 @@ impl ExitStatus {
     }
 }
 
+/// The first frame in each direction, before any message: both ends are
+/// built from one tree, so the versions must be equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+}
+
+/// What the host (the proxy) sends after the Hello and the request (a
+/// [`StartRequest`] on the control connection, an [`ExecRequest`] on an
+/// exec connection): each frame has its one type, so no side needs a
+/// branch for a message out of place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Msg {
-    /// First frame in each direction.
-    Hello {
-        version: u32,
-    },
-    /// Host -> guest: mount the root and start this process.
-    Start(Box<StartRequest>),
-    /// Host -> guest, first message on an exec connection: run this
-    /// process in the workload's namespaces.
-    Exec(Box<ExecRequest>),
-    /// Host -> guest: bytes for the workload's stdin.
+pub enum HostMsg {
+    /// Bytes for the process's stdin.
     Stdin(Vec<u8>),
-    /// Host -> guest: the container's stdin reached EOF.
+    /// The container's stdin reached EOF.
     StdinEof,
-    /// Host -> guest: deliver this signal to the workload.
+    /// Deliver this signal to the process.
     Signal(i32),
-    /// Host -> guest: terminal size changed.
-    Resize {
-        rows: u16,
-        cols: u16,
-    },
-    /// Guest -> host: workload output.
+    /// Terminal size changed.
+    Resize { rows: u16, cols: u16 },
+}
+
+/// What the guest (runq-init) sends after the Hello. A guest cannot send
+/// a host message: it would not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestMsg {
+    /// Workload output.
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    /// Guest -> host: the workload ended; all its output precedes this.
+    /// The workload ended; all its output precedes this.
     Exit(ExitStatus),
-    /// Guest -> host: the workload could not be started or the guest
-    /// failed; the text is for the user, the code is the exit status to
-    /// report (126/127 as runc, else 1... ).
+    /// The workload could not be started or the guest failed; the text is
+    /// for the user, the code is the exit status to report (126/127 as
+    /// runc, else 1...).
     Failed {
         code: i32,
         message: String,
     },
 }
 
-impl Msg {
-    /// The message's name, for log lines (never its guest-written payload).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Msg::Hello { .. } => "Hello",
-            Msg::Start(_) => "Start",
-            Msg::Exec(_) => "Exec",
-            Msg::Stdin(_) => "Stdin",
-            Msg::StdinEof => "StdinEof",
-            Msg::Signal(_) => "Signal",
-            Msg::Resize { .. } => "Resize",
-            Msg::Stdout(_) => "Stdout",
-            Msg::Stderr(_) => "Stderr",
-            Msg::Exit(_) => "Exit",
-            Msg::Failed { .. } => "Failed",
-        }
-    }
-}
+/// What travels in a frame.
+pub trait Message: Serialize + serde::de::DeserializeOwned {}
+impl Message for Hello {}
+impl Message for StartRequest {}
+impl Message for ExecRequest {}
+impl Message for HostMsg {}
+impl Message for GuestMsg {}
 
-/// What the guest needs to start the workload.
+/// What the guest needs to start the workload: the guest part of the VM
+/// description as `runq create` wrote it, and what only the proxy learns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartRequest {
-    pub process: ProcessSpec,
-    pub hostname: Option<String>,
-    pub readonly_root: bool,
-    pub tmpfs: Vec<crate::spec::TmpfsMount>,
-    pub shm_size: Option<u64>,
+    pub guest: crate::spec::GuestConfig,
     /// The caller's terminal size (rows, cols), applied before the
     /// workload starts so that its first `stty size` is right.
     pub winsize: Option<(u16, u16)>,
-    /// `RUNQ_SYSTEMD`: report poweroff/halt (SIGINT to the PID namespace's
-    /// init) as exit 0 and anything else as 1.
-    pub systemd: bool,
-    /// Write the environment to `/.runqenv` first.
-    pub runqenv: bool,
-    /// SIGUSR1/2 run `/.runq/SIGUSR1`/`SIGUSR2` (runtime option `--sigusr`).
-    pub sigusr: bool,
     /// The container's interfaces, now the guest's NICs, in order.
     pub nics: Vec<NicConfig>,
     /// Routes beyond those the addresses imply (default gateways...).
     pub routes: Vec<RouteConfig>,
-    /// Replaces /etc/resolv.conf when runq's DNS options are set.
-    pub resolv_conf: Option<String>,
-    /// How the container root arrives (virtiofs or 9p with this cache).
-    pub share: crate::spec::Share,
-    pub ninep_cache: crate::spec::NinePCache,
-    /// runq disks to link under /dev/disk/by-runq-id and mount.
-    pub disks: Vec<crate::spec::GuestDisk>,
-    pub rootdisk: Option<crate::spec::RootDisk>,
-    /// Destinations of Docker's bind mounts in the container (a rootdisk
-    /// root takes them over from the shared root).
-    pub binds: Vec<String>,
-    /// Those of `binds` that are read-only: remounted so in the guest, as
-    /// runc shows them (the host refuses the writes either way).
-    pub readonly_binds: Vec<String>,
-    /// OCI `linux.sysctl`, set in the guest before the workload starts.
-    pub sysctls: Vec<(String, String)>,
-    /// OCI `linux.maskedPaths` / `readonlyPaths`, applied in the
-    /// workload's mount namespace.
-    pub masked_paths: Vec<String>,
-    pub readonly_paths: Vec<String>,
-    /// BPF programs for the workload and every exec (see VmSpec).
-    pub seccomp: Vec<Vec<u64>>,
-    /// `--privileged`: the workload sees every guest device.
-    pub privileged: bool,
-    /// The VM's memory: the container cgroup's `memory.max` in the guest.
-    pub memory_bytes: u64,
-    /// Docker's `--device` nodes, made in the container's /dev.
-    pub devices: Vec<crate::spec::DeviceNode>,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -184,6 +141,8 @@ pub enum WireError {
     TooLarge { len: usize, max: usize },
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("undecodable frame: {0} bytes after the message")]
+    Trailing(usize),
     #[error("protocol version mismatch: this side speaks {ours}, the other {theirs} (host and guest binaries from different builds?)")]
     Version { ours: u32, theirs: u32 },
     #[error("expected Hello as the first frame, got another message")]
@@ -191,7 +150,7 @@ pub enum WireError {
 }
 
 /// Encode `msg` into one frame (length prefix + payload).
-pub fn encode(msg: &Msg) -> Result<Vec<u8>, WireError> {
+pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, WireError> {
     let payload = postcard::to_stdvec(msg)?;
     if payload.len() > MAX_FRAME {
         return Err(WireError::TooLarge {
@@ -206,25 +165,29 @@ pub fn encode(msg: &Msg) -> Result<Vec<u8>, WireError> {
 }
 
 /// Decode one payload (without its length prefix).
-pub fn decode(payload: &[u8]) -> Result<Msg, WireError> {
-    Ok(postcard::from_bytes(payload)?)
+pub fn decode<M: Message>(payload: &[u8]) -> Result<M, WireError> {
+    // A frame is one message: bytes after it are not another.
+    match postcard::take_from_bytes(payload)? {
+        (msg, []) => Ok(msg),
+        (_, rest) => Err(WireError::Trailing(rest.len())),
+    }
 }
 
 /// Write one message as a single `write_all`, so that frames written by
 /// several threads under one lock never interleave.
-pub fn write_msg<W: Write>(w: &mut W, msg: &Msg) -> Result<(), WireError> {
+pub fn write_msg<W: Write, M: Message>(w: &mut W, msg: &M) -> Result<(), WireError> {
     w.write_all(&encode(msg)?)?;
     Ok(())
 }
 
 /// Read one message; `Ok(None)` on a clean EOF between frames.
-pub fn read_msg<R: Read>(r: &mut R) -> Result<Option<Msg>, WireError> {
+pub fn read_msg<R: Read, M: Message>(r: &mut R) -> Result<Option<M>, WireError> {
     read_msg_max(r, MAX_FRAME)
 }
 
 /// Read one message of at most `max` bytes (the host reads the guest's
 /// with [`MAX_GUEST_FRAME`]).
-pub fn read_msg_max<R: Read>(r: &mut R, max: usize) -> Result<Option<Msg>, WireError> {
+pub fn read_msg_max<R: Read, M: Message>(r: &mut R, max: usize) -> Result<Option<M>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -240,22 +203,34 @@ pub fn read_msg_max<R: Read>(r: &mut R, max: usize) -> Result<Option<Msg>, WireE
     decode(&payload).map(Some)
 }
 
-/// Send our Hello and check the peer's.
-pub fn handshake<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
+/// Send our Hello and check the peer's (read with the limit `max`).
+fn handshake<S: Read + Write>(s: &mut S, max: usize) -> Result<(), WireError> {
     write_msg(
         s,
-        &Msg::Hello {
+        &Hello {
             version: crate::PROTOCOL_VERSION,
         },
     )?;
-    match read_msg_max(s, MAX_GUEST_FRAME)? {
-        Some(Msg::Hello { version }) if version == crate::PROTOCOL_VERSION => Ok(()),
-        Some(Msg::Hello { version }) => Err(WireError::Version {
+    match read_msg_max::<_, Hello>(s, max) {
+        Ok(Some(Hello { version })) if version == crate::PROTOCOL_VERSION => Ok(()),
+        Ok(Some(Hello { version })) => Err(WireError::Version {
             ours: crate::PROTOCOL_VERSION,
             theirs: version,
         }),
-        _ => Err(WireError::NoHello),
+        Ok(None) | Err(WireError::Decode(_) | WireError::Trailing(_)) => Err(WireError::NoHello),
+        Err(e) => Err(e),
     }
+}
+
+/// The host's side of the handshake (the guest's frames held to
+/// [`MAX_GUEST_FRAME`]).
+pub fn host_handshake<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
+    handshake(s, MAX_GUEST_FRAME)
+}
+
+/// The guest's side of the handshake.
+pub fn guest_handshake<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
+    handshake(s, MAX_FRAME)
 }
 
 #[cfg(test)]
@@ -263,36 +238,40 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    fn round_trip(msg: Msg) {
+    fn round_trip<M: Message + PartialEq + std::fmt::Debug>(msg: M) {
         let frame = encode(&msg).unwrap();
         let mut r = Cursor::new(frame);
-        assert_eq!(read_msg(&mut r).unwrap(), Some(msg));
-        assert_eq!(read_msg(&mut r).unwrap(), None, "clean EOF after the frame");
+        assert_eq!(read_msg::<_, M>(&mut r).unwrap(), Some(msg));
+        assert_eq!(
+            read_msg::<_, M>(&mut r).unwrap(),
+            None,
+            "clean EOF after the frame"
+        );
     }
 
     #[test]
     fn every_message_round_trips() {
-        round_trip(Msg::Hello { version: 7 });
-        round_trip(Msg::Stdin(b"abc".to_vec()));
-        round_trip(Msg::StdinEof);
-        round_trip(Msg::Signal(15));
-        round_trip(Msg::Resize { rows: 24, cols: 80 });
-        round_trip(Msg::Stdout(vec![0; MAX_DATA_CHUNK]));
-        round_trip(Msg::Stderr(vec![]));
-        round_trip(Msg::Exit(ExitStatus::Signaled(9)));
-        round_trip(Msg::Failed {
+        round_trip(Hello { version: 7 });
+        round_trip(HostMsg::Stdin(b"abc".to_vec()));
+        round_trip(HostMsg::StdinEof);
+        round_trip(HostMsg::Signal(15));
+        round_trip(HostMsg::Resize { rows: 24, cols: 80 });
+        round_trip(GuestMsg::Stdout(vec![0; MAX_DATA_CHUNK]));
+        round_trip(GuestMsg::Stderr(vec![]));
+        round_trip(GuestMsg::Exit(ExitStatus::Signaled(9)));
+        round_trip(GuestMsg::Failed {
             code: 127,
             message: "not found".into(),
         });
-        round_trip(Msg::Exec(Box::new(ExecRequest {
+        round_trip(ExecRequest {
             process: ProcessSpec {
                 args: vec!["id".into()],
                 uid: 65534,
                 ..Default::default()
             },
             winsize: None,
-        })));
-        round_trip(Msg::Start(Box::new(StartRequest {
+        });
+        let guest = crate::GuestConfig {
             process: ProcessSpec {
                 args: vec!["true".into()],
                 env: (0..1000)
@@ -302,13 +281,42 @@ mod tests {
                 ..Default::default()
             },
             hostname: None,
-            readonly_root: false,
-            tmpfs: vec![],
-            shm_size: Some(1 << 20),
+            root: crate::RootConfig {
+                share: crate::Share::NineP,
+                ninep_cache: crate::NinePCache::Mmap,
+                readonly: false,
+                rootdisk: Some(crate::RootDisk {
+                    id: "d1".into(),
+                    exclude: vec!["/var/cache".into()],
+                }),
+            },
+            mounts: crate::MountConfig {
+                binds: vec!["/etc/hosts".into()],
+                shm_size: Some(1 << 20),
+                masked_paths: vec!["/proc/kcore".into()],
+                readonly_paths: vec!["/proc/sys".into()],
+                ..Default::default()
+            },
+            disks: vec![crate::GuestDisk {
+                id: "d1".into(),
+                fs: Some(crate::DiskFs::Ext4),
+                mountpoint: Some("/data".into()),
+                readonly: true,
+            }],
+            devices: vec![],
+            privileged: false,
+            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            seccomp: vec![vec![0x0006_0000_7fff_0000]],
+            memory_bytes: 512 << 20,
+            init: crate::InitOptions {
+                runqenv: true,
+                ..Default::default()
+            },
+            resolv_conf: Some("nameserver 10.0.0.1\n".into()),
+        };
+        round_trip(StartRequest {
+            guest,
             winsize: Some((24, 80)),
-            systemd: false,
-            runqenv: true,
-            sigusr: false,
             nics: vec![NicConfig {
                 name: "eth0".into(),
                 mac: "02:42:ac:11:00:02".into(),
@@ -321,67 +329,55 @@ mod tests {
                 dev: "eth0".into(),
                 ipv6: false,
             }],
-            resolv_conf: Some("nameserver 10.0.0.1\n".into()),
-            share: crate::Share::NineP,
-            ninep_cache: crate::NinePCache::Mmap,
-            disks: vec![crate::GuestDisk {
-                id: "d1".into(),
-                fs: Some(crate::DiskFs::Ext4),
-                mountpoint: Some("/data".into()),
-                readonly: true,
-            }],
-            rootdisk: Some(crate::RootDisk {
-                id: "d1".into(),
-                exclude: vec!["/var/cache".into()],
-            }),
-            binds: vec!["/etc/hosts".into()],
-            readonly_binds: vec![],
-            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
-            masked_paths: vec!["/proc/kcore".into()],
-            readonly_paths: vec!["/proc/sys".into()],
-            seccomp: vec![vec![0x0006_0000_7fff_0000]],
-            privileged: false,
-            devices: vec![],
-            memory_bytes: 512 << 20,
-        })));
+        });
     }
 
     #[test]
     fn oversized_length_is_refused_before_allocating() {
         let mut r = Cursor::new(((MAX_FRAME + 1) as u32).to_le_bytes().to_vec());
-        assert!(matches!(read_msg(&mut r), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            read_msg::<_, HostMsg>(&mut r),
+            Err(WireError::TooLarge { .. })
+        ));
     }
 
     /// The bytes test/lib/hostile-init.c writes by hand.
     #[test]
     fn encodings_the_hostile_test_guest_spells_out() {
-        let payload = |m: &Msg| encode(m).unwrap()[4..].to_vec();
+        fn payload<M: Message>(m: &M) -> Vec<u8> {
+            encode(m).unwrap()[4..].to_vec()
+        }
         assert_eq!(
-            payload(&Msg::Hello {
+            payload(&Hello {
                 version: crate::PROTOCOL_VERSION
             }),
-            [0x00, 0x02]
+            [0x03]
         );
         assert_eq!(
-            payload(&Msg::Stdin(b"hi".to_vec())),
-            [0x03, 0x02, b'h', b'i']
+            payload(&GuestMsg::Stdout(b"hi".to_vec())),
+            [0x00, 0x02, b'h', b'i']
         );
         assert_eq!(
-            payload(&Msg::Exit(ExitStatus::Signaled(i32::MAX))),
-            [0x09, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f]
+            payload(&GuestMsg::Exit(ExitStatus::Signaled(i32::MAX))),
+            [0x02, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f]
         );
-        assert!(decode(&[0x7f, 0xff, 0xff]).is_err());
+        // A host message from the guest (Resize { 24, 80 }) does not
+        // decode as a guest message: no branch for it exists.
+        let resize = encode(&HostMsg::Resize { rows: 24, cols: 80 }).unwrap()[4..].to_vec();
+        assert_eq!(resize, [0x03, 0x18, 0x50]);
+        assert!(decode::<GuestMsg>(&resize).is_err());
+        assert!(decode::<GuestMsg>(&[0x7f, 0xff, 0xff]).is_err());
     }
 
     #[test]
     fn the_guests_frames_are_held_to_the_guest_limit() {
         // A full output chunk passes; a frame one byte over the limit is
         // refused from its length prefix alone (nothing else was sent).
-        let chunk = encode(&Msg::Stdout(vec![7; MAX_DATA_CHUNK])).unwrap();
+        let chunk = encode(&GuestMsg::Stdout(vec![7; MAX_DATA_CHUNK])).unwrap();
         let got = read_msg_max(&mut Cursor::new(chunk), MAX_GUEST_FRAME).unwrap();
-        assert!(matches!(got, Some(Msg::Stdout(d)) if d.len() == MAX_DATA_CHUNK));
+        assert!(matches!(got, Some(GuestMsg::Stdout(d)) if d.len() == MAX_DATA_CHUNK));
         let mut r = Cursor::new(((MAX_GUEST_FRAME + 1) as u32).to_le_bytes().to_vec());
-        let e = read_msg_max(&mut r, MAX_GUEST_FRAME).unwrap_err();
+        let e = read_msg_max::<_, GuestMsg>(&mut r, MAX_GUEST_FRAME).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(
@@ -390,17 +386,18 @@ mod tests {
             )
         );
         // A Start (host -> guest) may be far larger.
-        let big = encode(&Msg::Stdin(vec![0; MAX_GUEST_FRAME * 4])).unwrap();
-        assert!(read_msg(&mut Cursor::new(big)).unwrap().is_some());
-        assert_eq!(Msg::Stdin(vec![1, 2]).kind(), "Stdin");
+        let big = encode(&HostMsg::Stdin(vec![0; MAX_GUEST_FRAME * 4])).unwrap();
+        assert!(read_msg::<_, HostMsg>(&mut Cursor::new(big))
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn truncated_frame_is_an_error_not_eof() {
-        let mut frame = encode(&Msg::Signal(2)).unwrap();
+        let mut frame = encode(&HostMsg::Signal(2)).unwrap();
         frame.pop();
         assert!(matches!(
-            read_msg(&mut Cursor::new(frame)),
+            read_msg::<_, HostMsg>(&mut Cursor::new(frame)),
             Err(WireError::Io(_))
         ));
     }
@@ -410,7 +407,7 @@ mod tests {
         let mut frame = 3u32.to_le_bytes().to_vec();
         frame.extend_from_slice(&[0xff, 0xff, 0xff]);
         assert!(matches!(
-            read_msg(&mut Cursor::new(frame)),
+            read_msg::<_, GuestMsg>(&mut Cursor::new(frame)),
             Err(WireError::Decode(_))
         ));
     }
@@ -446,17 +443,27 @@ mod tests {
                 Ok(())
             }
         }
-        let theirs = encode(&Msg::Hello { version: 99 }).unwrap();
+        let theirs = encode(&Hello { version: 99 }).unwrap();
         let mut p = Peer {
             input: Cursor::new(theirs),
         };
         assert!(matches!(
-            handshake(&mut p),
+            host_handshake(&mut p),
             Err(WireError::Version { theirs: 99, .. })
         ));
         let mut p = Peer {
-            input: Cursor::new(encode(&Msg::StdinEof).unwrap()),
+            input: Cursor::new(
+                encode(&GuestMsg::Failed {
+                    code: 1,
+                    message: "x".into(),
+                })
+                .unwrap(),
+            ),
         };
-        assert!(matches!(handshake(&mut p), Err(WireError::NoHello)));
+        assert!(matches!(host_handshake(&mut p), Err(WireError::NoHello)));
+        let mut p = Peer {
+            input: Cursor::new(vec![]),
+        };
+        assert!(matches!(guest_handshake(&mut p), Err(WireError::NoHello)));
     }
 }

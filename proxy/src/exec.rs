@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context, Result};
 use runq_protocol::wire::{self, ExecRequest};
-use runq_protocol::{exec_args, Msg, EXEC_PORT};
+use runq_protocol::{exec_args, EXEC_PORT};
 
 use crate::relay::{self, Relay};
 use crate::vm::VSOCK_UDS;
@@ -18,9 +18,9 @@ pub fn run(args: &[String]) -> Result<i32> {
     // profile is the workload's, in the guest).
     // (A container made by an older runq has none in its vm.json.)
     let vm = crate::load_spec()?;
-    if !vm.host_filters.strict.is_empty() {
+    if !vm.host.filters.strict.is_empty() {
         runq_protocol::bpf::install_all_threads(&runq_protocol::bpf::unpack(
-            &vm.host_filters.strict,
+            &vm.host.filters.strict,
         ))
         .context("installing the exec proxy's seccomp filter")?;
     }
@@ -32,12 +32,9 @@ pub fn run(args: &[String]) -> Result<i32> {
     let mut conn =
         UnixStream::connect(VSOCK_UDS).context("connecting to the VM's vsock backend")?;
     dial_guest_port(&mut conn, EXEC_PORT)?;
-    wire::handshake(&mut conn).context("exec handshake with runq-init")?;
+    wire::host_handshake(&mut conn).context("exec handshake with runq-init")?;
     let winsize = if terminal { relay::window_size() } else { None };
-    wire::write_msg(
-        &mut conn,
-        &Msg::Exec(Box::new(ExecRequest { process, winsize })),
-    )?;
+    wire::write_msg(&mut conn, &ExecRequest { process, winsize })?;
     relay::run(
         conn,
         Relay {

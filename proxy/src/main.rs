@@ -8,6 +8,7 @@ mod dns;
 mod exec;
 mod helpers;
 mod net;
+mod qemu;
 mod relay;
 mod vm;
 
@@ -46,6 +47,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("exec") => exec::run(&args[1..]),
+        Some("qemu-args") => qemu_args(&args[1..]),
         _ => load_spec().and_then(vm::run),
     };
     let code = match result {
@@ -59,8 +61,52 @@ fn main() {
 }
 
 fn load_spec() -> anyhow::Result<VmSpec> {
-    let path = Path::new(CONTAINER_RUNQ_DIR).join(VM_SPEC_FILE);
-    let text = std::fs::read_to_string(&path)
+    load_spec_from(&Path::new(CONTAINER_RUNQ_DIR).join(VM_SPEC_FILE))
+}
+
+fn load_spec_from(path: &Path) -> anyhow::Result<VmSpec> {
+    let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     VmSpec::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `runq-proxy qemu-args [--floor] VM.json`: the QEMU command line the
+/// proxy runs for this VM description on this host (its descriptors
+/// numbered as the proxy hands them over, no NICs: those come from the
+/// container's namespace), shell-quoted on one line. `--floor`: the same
+/// machine with no device that needs a helper, booting to a guest that
+/// powers off at once (`make bench`'s bare-QEMU floor).
+fn qemu_args(args: &[String]) -> anyhow::Result<i32> {
+    let (shape, path) = match args {
+        [flag, path] if flag == "--floor" => (qemu::Shape::Floor, path),
+        [path] => (qemu::Shape::Full, path),
+        _ => anyhow::bail!("usage: runq-proxy qemu-args [--floor] VM.json"),
+    };
+    let vm = load_spec_from(Path::new(path))?;
+    let share = vm.guest.root.share;
+    let fds = qemu::FdLayout::new(&vm.machine.kernel, share, &vm.drives, &[]);
+    let line = qemu::command_line(
+        &vm.machine,
+        share,
+        &vm.drives,
+        &qemu::HostInfo::probe(),
+        &fds,
+        shape,
+    );
+    let words: Vec<String> = std::iter::once(qemu::binary(vm.machine.arch).to_string())
+        .chain(line)
+        .map(|w| shell_quote(&w))
+        .collect();
+    println!("{}", words.join(" "));
+    Ok(0)
+}
+
+/// `w` as one word for a POSIX shell.
+fn shell_quote(w: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }

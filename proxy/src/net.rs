@@ -6,7 +6,7 @@
 //! changing links uses iproute2's `ip` and `tc` (JSON output) from the
 //! QEMU tree.
 //!
-//! Not macvtap (design.md's first choice, and runq's until the device
+//! Not macvtap (docs/design.md's first choice, and runq's until the device
 //! cgroup was looked at): a macvtap's character device has a minor known
 //! only after runc set the container's device cgroup, so the cgroup had
 //! to allow every minor, and the kernel's tap_open does not check the

@@ -3,7 +3,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -13,16 +12,16 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::termios;
 use nix::unistd::Pid;
 use runq_protocol::wire::{self, MAX_DATA_CHUNK};
-use runq_protocol::Msg;
+use runq_protocol::{GuestMsg, HostMsg};
 use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
-use crate::vm::console_tail;
+use crate::qemu::Qemu;
 use crate::VM_FAILED;
 
 type Writer = Arc<Mutex<UnixStream>>;
 
-fn send(w: &Writer, msg: &Msg) -> bool {
+fn send(w: &Writer, msg: &HostMsg) -> bool {
     match w.lock() {
         Ok(mut conn) => wire::write_msg(&mut *conn, msg).is_ok(),
         Err(_) => false,
@@ -36,8 +35,8 @@ static FINISHED: AtomicBool = AtomicBool::new(false);
 pub struct Relay {
     pub terminal: bool,
     pub systemd: bool,
-    /// QEMU and its console log, for the workload's relay.
-    pub qemu: Option<(Child, String)>,
+    /// QEMU, for the workload's relay.
+    pub qemu: Option<Qemu>,
 }
 
 pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
@@ -45,15 +44,15 @@ pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
     let writer: Writer = Arc::new(Mutex::new(
         conn.try_clone().context("cloning the control socket")?,
     ));
-    let qemu_pid = r.qemu.as_ref().map(|(q, _)| Pid::from_raw(q.id() as i32));
+    let qemu_pid = r.qemu.as_ref().map(|q| Pid::from_raw(q.child.id() as i32));
     let watching_qemu = r.qemu.is_some();
     if terminal {
         make_raw();
     }
     forward_stdin(writer.clone());
     forward_signals(writer.clone(), terminal, r.systemd)?;
-    if let Some((qemu, console)) = r.qemu {
-        watch_qemu(qemu, console);
+    if let Some(qemu) = r.qemu {
+        watch_qemu(qemu);
     }
 
     let mut reader = conn;
@@ -61,24 +60,23 @@ pub fn run(conn: UnixStream, r: Relay) -> Result<i32> {
     let mut stderr = std::io::stderr();
     let code = loop {
         match wire::read_msg_max(&mut reader, wire::MAX_GUEST_FRAME) {
-            Ok(Some(Msg::Stdout(d))) => {
+            Ok(Some(GuestMsg::Stdout(d))) => {
                 // A closed stdout (nobody attached) must not stop the VM.
                 let _ = stdout.write_all(&d).and_then(|()| stdout.flush());
             }
-            Ok(Some(Msg::Stderr(d))) => {
+            Ok(Some(GuestMsg::Stderr(d))) => {
                 let _ = stderr.write_all(&d);
             }
-            Ok(Some(Msg::Exit(status))) => break status.code(),
-            Ok(Some(Msg::Failed { code, message })) => {
+            Ok(Some(GuestMsg::Exit(status))) => break status.code(),
+            Ok(Some(GuestMsg::Failed { code, message })) => {
                 let _ = writeln!(stderr, "{message}");
                 break code;
             }
-            // A guest breaking the protocol ends its own container, with
-            // the message's name (never its payload) as the reason.
-            Ok(Some(other)) => {
-                anyhow::bail!("the guest sent {}, which only the host sends", other.kind())
-            }
-            Err(e @ (wire::WireError::TooLarge { .. } | wire::WireError::Decode(_))) => {
+            Err(
+                e @ (wire::WireError::TooLarge { .. }
+                | wire::WireError::Decode(_)
+                | wire::WireError::Trailing(_)),
+            ) => {
                 anyhow::bail!("the guest broke the control protocol: {e}")
             }
             Ok(None) | Err(_) if watching_qemu => {
@@ -123,7 +121,7 @@ pub fn window_size() -> Option<(u16, u16)> {
 
 fn send_window_size(w: &Writer) {
     if let Some((rows, cols)) = window_size() {
-        send(w, &Msg::Resize { rows, cols });
+        send(w, &HostMsg::Resize { rows, cols });
     }
 }
 
@@ -135,7 +133,7 @@ fn forward_stdin(w: Writer) {
             match stdin.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if !send(&w, &Msg::Stdin(buf[..n].to_vec())) {
+                    if !send(&w, &HostMsg::Stdin(buf[..n].to_vec())) {
                         return;
                     }
                 }
@@ -143,7 +141,7 @@ fn forward_stdin(w: Writer) {
                 Err(_) => break,
             }
         }
-        send(&w, &Msg::StdinEof);
+        send(&w, &HostMsg::StdinEof);
     });
 }
 
@@ -165,7 +163,7 @@ fn forward_signals(w: Writer, terminal: bool, systemd: bool) -> Result<()> {
             };
             if sig == SIGWINCH && terminal {
                 send_window_size(&w);
-            } else if !send(&w, &Msg::Signal(sig)) {
+            } else if !send(&w, &HostMsg::Signal(sig)) {
                 return;
             }
         }
@@ -175,9 +173,9 @@ fn forward_signals(w: Writer, terminal: bool, systemd: bool) -> Result<()> {
 
 /// QEMU ending before the workload reported is a VM failure (killed,
 /// guest panic): say so and end the container.
-fn watch_qemu(mut qemu: Child, console: String) {
+fn watch_qemu(mut qemu: Qemu) {
     thread::spawn(move || {
-        let status = qemu.wait();
+        let status = qemu.child.wait();
         if FINISHED.load(Ordering::SeqCst) {
             return;
         }
@@ -187,7 +185,7 @@ fn watch_qemu(mut qemu: Child, console: String) {
         };
         eprintln!(
             "runq: the VM stopped before the workload ended (QEMU {how}){}",
-            console_tail(&console)
+            qemu.console_tail()
         );
         std::process::exit(VM_FAILED);
     });

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use runq_protocol::Accel;
 
+use crate::options::AccelChoice;
+
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +26,13 @@ pub enum AccelError {
 
 /// Resolve the accelerator to `Kvm` or `Tcg`; `Ok((accel, Some(warning)))`
 /// when `auto` fell back to TCG.
-pub fn choose(wanted: Accel) -> Result<(Accel, Option<String>), AccelError> {
+pub fn choose(wanted: AccelChoice) -> Result<(Accel, Option<String>), AccelError> {
     match wanted {
-        Accel::Tcg => Ok((Accel::Tcg, None)),
-        Accel::Kvm => probe()
+        AccelChoice::Tcg => Ok((Accel::Tcg, None)),
+        AccelChoice::Kvm => probe()
             .map(|()| (Accel::Kvm, None))
             .map_err(AccelError::KvmUnusable),
-        Accel::Auto => match probe() {
+        AccelChoice::Auto => match probe() {
             Ok(()) => Ok((Accel::Kvm, None)),
             Err(why) => Ok((
                 Accel::Tcg,

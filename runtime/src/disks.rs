@@ -1,5 +1,5 @@
 //! runq disks: `--volume FILE:/dev/runq/<id>/<cache>[/<fs><mountpoint>]`
-//! and `--device BLOCKDEV:/dev/runq/...` (interface.md). Parsing of the
+//! and `--device BLOCKDEV:/dev/runq/...` (docs/interface.md). Parsing of the
 //! destination and detection of the image format, both pure.
 
 use std::collections::HashSet;
@@ -70,24 +70,16 @@ fn parse_rest(dest: &str, rest: &str) -> Result<DiskDest, DiskError> {
         });
     }
     let cache_s = parts.next().filter(|s| !s.is_empty()).ok_or_else(shape)?;
-    let cache = DiskCache::ALL
-        .into_iter()
-        .find(|c| c.as_str() == cache_s)
-        .ok_or_else(|| DiskError::Cache {
-            dest: dest.into(),
-            cache: cache_s.into(),
-        })?;
+    let cache = cache_s.parse::<DiskCache>().map_err(|_| DiskError::Cache {
+        dest: dest.into(),
+        cache: cache_s.into(),
+    })?;
     let fs = match parts.next() {
         None | Some("") => None,
-        Some(f) => Some(
-            DiskFs::ALL
-                .into_iter()
-                .find(|x| x.as_str() == f)
-                .ok_or_else(|| DiskError::Fs {
-                    dest: dest.into(),
-                    fs: f.into(),
-                })?,
-        ),
+        Some(f) => Some(f.parse::<DiskFs>().map_err(|_| DiskError::Fs {
+            dest: dest.into(),
+            fs: f.into(),
+        })?),
     };
     let mountpoint = match parts.next() {
         None | Some("") => None,

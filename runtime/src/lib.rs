@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod disks;
+pub mod host;
 pub mod host_fs;
 pub mod log;
 pub mod options;

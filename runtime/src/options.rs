@@ -3,7 +3,7 @@
 //! from daemon.json > built-in defaults. An empty `RUNQ_*` value clears the
 //! runtime option, so the next level down applies.
 
-use runq_protocol::{Accel, GuestArch, NinePCache, RootDisk, Share, DEFAULT_KERNEL};
+use runq_protocol::{GuestArch, NinePCache, RootDisk, Share, DEFAULT_KERNEL};
 use thiserror::Error;
 
 use crate::cli::RuntimeOpts;
@@ -80,12 +80,24 @@ pub enum OptionError {
     Nameserver { setting: String, value: String },
 }
 
+/// The accelerator asked for (design decision 3); `runq create` resolves
+/// `Auto` to a [`runq_protocol::Accel`] by probing KVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelChoice {
+    /// KVM when a probe proves it can run a guest, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+runq_protocol::named!(AccelChoice { Auto => "auto", Kvm => "kvm", Tcg => "tcg" });
+
 /// The per-container settings after precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub cpus: u32,
     pub mem_mib: u32,
-    pub accel: Accel,
+    pub accel: AccelChoice,
     pub share: Share,
     pub ninep_cache: NinePCache,
     /// `None`: the host's architecture.
@@ -373,12 +385,95 @@ fn within(setting: &str, value: u32, limit: Option<(u32, String)>) -> Result<u32
     }
 }
 
+/// An option enum's value as chosen (its default when nothing chose it),
+/// or `bad`'s error naming the setting.
+fn named<T: std::str::FromStr + Default>(
+    chosen: &Option<Chosen>,
+    bad: fn(String, String) -> OptionError,
+) -> Result<T, OptionError> {
+    match chosen {
+        None => Ok(T::default()),
+        Some(c) => c
+            .value
+            .parse()
+            .map_err(|_| bad(c.setting.clone(), c.value.clone())),
+    }
+}
+
 pub fn resolve(
     opts: &RuntimeOpts,
     env: &[String],
     docker: DockerSizing,
 ) -> Result<Settings, OptionError> {
     check_operator_only(opts, env)?;
+    let (cpus, mem_mib) = sizing(opts, env, docker)?;
+    let accel_chosen = choose(env, "RUNQ_ACCEL", "accel", &opts.accel);
+    let accel = named(&accel_chosen, |setting, value| OptionError::Accel {
+        setting,
+        value,
+    })?;
+    let share_chosen = choose(env, "RUNQ_SHARE", "share", &opts.share);
+    // Whether the chosen kernel has 9p is checked against the tree.
+    let mut share = named(&share_chosen, |setting, value| OptionError::Share {
+        setting,
+        value,
+    })?;
+    let ninep_chosen = choose(env, "RUNQ_9PCACHE", "9pcache", &opts.ninep_cache);
+    let ninep_cache = named(&ninep_chosen, |setting, value| OptionError::NinePCache {
+        setting,
+        value,
+    })?;
+    // A 9p cache mode means 9p: the operator's --9pcache (the Go runq's
+    // daemon.json, where 9p was the only share) selects it; a container's
+    // RUNQ_9PCACHE, or one beside an explicit virtiofs, is refused rather
+    // than ignored (the share transport is the operator's choice).
+    if let Some(c) = &ninep_chosen {
+        if share == Share::Virtiofs {
+            if c.setting.starts_with("--") && share_chosen.is_none() {
+                share = Share::NineP;
+            } else {
+                return Err(OptionError::NinePCacheNeeds9p {
+                    setting: c.setting.clone(),
+                    value: c.value.clone(),
+                });
+            }
+        }
+    }
+
+    let kernel = kernel_setting(env, opts)?;
+    let rootdisk = rootdisk_setting(env)?;
+
+    let (guest_arch, accel) = guest_arch_setting(env, opts, accel)?;
+    let cpu_model = choose(env, "RUNQ_CPUARGS", "cpuargs", &opts.cpuargs).map(|c| c.value);
+
+    let tmpfs = tmpfs_setting(env, opts)?;
+    Ok(Settings {
+        cpus,
+        mem_mib,
+        accel,
+        share,
+        ninep_cache,
+        guest_arch,
+        apuuid: apuuid_setting(env, guest_arch)?,
+        kernel,
+        rootdisk,
+        cpu_model,
+        tmpfs,
+        systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
+        runqenv: layered_bool(env, "RUNQ_RUNQENV", opts.runqenv)?,
+        noexec: layered_bool(env, "RUNQ_NOEXEC", opts.noexec)?,
+        sigusr: opts.sigusr,
+        resolv_conf: resolv_conf_setting(opts, env)?,
+    })
+}
+
+/// The VM's CPUs and MiB: runq's settings over Docker's `--cpus` and
+/// `--memory`, within the ceilings Docker and the operator set.
+fn sizing(
+    opts: &RuntimeOpts,
+    env: &[String],
+    docker: DockerSizing,
+) -> Result<(u32, u32), OptionError> {
     let docker_cpus = docker.cpus().map(|n| Chosen {
         setting: "--cpus".into(),
         value: n.to_string(),
@@ -427,74 +522,13 @@ pub fn resolve(
         // Below a ceiling, the default shrinks to it.
         None => mem_limit.map_or(DEFAULT_MEM_MIB, |(l, _)| DEFAULT_MEM_MIB.min(l)),
     };
+    Ok((cpus, mem_mib))
+}
 
-    let accel = match choose(env, "RUNQ_ACCEL", "accel", &opts.accel) {
-        None => Accel::Auto,
-        Some(c) => match c.value.as_str() {
-            "auto" => Accel::Auto,
-            "kvm" => Accel::Kvm,
-            "tcg" => Accel::Tcg,
-            _ => {
-                return Err(OptionError::Accel {
-                    setting: c.setting,
-                    value: c.value,
-                })
-            }
-        },
-    };
-
-    let share_chosen = choose(env, "RUNQ_SHARE", "share", &opts.share);
-    let share_is_explicit = share_chosen.is_some();
-    let mut share = match share_chosen {
-        None => Share::Virtiofs,
-        Some(c) => match c.value.as_str() {
-            "virtiofs" => Share::Virtiofs,
-            // Whether the chosen kernel has 9p is checked against the tree.
-            "9p" => Share::NineP,
-            _ => {
-                return Err(OptionError::Share {
-                    setting: c.setting,
-                    value: c.value,
-                })
-            }
-        },
-    };
-
-    let ninep_chosen = choose(env, "RUNQ_9PCACHE", "9pcache", &opts.ninep_cache);
-    let ninep_cache = match ninep_chosen.clone() {
-        None => NinePCache::default(),
-        Some(c) => [
-            NinePCache::None,
-            NinePCache::Loose,
-            NinePCache::Fscache,
-            NinePCache::Mmap,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == c.value)
-        .ok_or(OptionError::NinePCache {
-            setting: c.setting,
-            value: c.value,
-        })?,
-    };
-    // A 9p cache mode means 9p: the operator's --9pcache (the Go runq's
-    // daemon.json, where 9p was the only share) selects it; a container's
-    // RUNQ_9PCACHE, or one beside an explicit virtiofs, is refused rather
-    // than ignored (the share transport is the operator's choice).
-    if let Some(c) = &ninep_chosen {
-        if share == Share::Virtiofs {
-            if c.setting.starts_with("--") && !share_is_explicit {
-                share = Share::NineP;
-            } else {
-                return Err(OptionError::NinePCacheNeeds9p {
-                    setting: c.setting.clone(),
-                    value: c.value.clone(),
-                });
-            }
-        }
-    }
-
-    let kernel = match choose(env, "RUNQ_KERNEL", "kernel", &opts.kernel) {
-        None => DEFAULT_KERNEL.to_string(),
+/// `--kernel`/`RUNQ_KERNEL`: a directory name under the tree's kernels/.
+fn kernel_setting(env: &[String], opts: &RuntimeOpts) -> Result<String, OptionError> {
+    match choose(env, "RUNQ_KERNEL", "kernel", &opts.kernel) {
+        None => Ok(DEFAULT_KERNEL.to_string()),
         Some(c) => {
             let ok = !c.value.starts_with('.')
                 && c.value
@@ -506,20 +540,26 @@ pub fn resolve(
                     value: c.value,
                 });
             }
-            c.value
+            Ok(c.value)
         }
-    };
+    }
+}
 
-    let rootdisk = rootdisk_setting(env)?;
-
+/// `--guest-arch`/`RUNQ_GUEST_ARCH`: `None` for the host's; another
+/// arch forces TCG (only TCG runs another architecture's code).
+fn guest_arch_setting(
+    env: &[String],
+    opts: &RuntimeOpts,
+    accel: AccelChoice,
+) -> Result<(Option<GuestArch>, AccelChoice), OptionError> {
     let mut accel = accel;
     let guest_arch = match choose(env, "RUNQ_GUEST_ARCH", "guest-arch", &opts.guest_arch) {
         None => None,
         Some(c) => {
-            let arch = [GuestArch::X86_64, GuestArch::S390x]
-                .into_iter()
-                .find(|a| a.as_str() == c.value)
-                .ok_or_else(|| OptionError::GuestArch {
+            let arch = c
+                .value
+                .parse::<GuestArch>()
+                .map_err(|_| OptionError::GuestArch {
                     setting: c.setting.clone(),
                     value: c.value.clone(),
                 })?;
@@ -528,23 +568,25 @@ pub fn resolve(
             } else {
                 // Only TCG can run another architecture's code.
                 match accel {
-                    Accel::Kvm => {
+                    AccelChoice::Kvm => {
                         return Err(OptionError::ForeignArchNeedsTcg {
                             setting: c.setting,
                             value: c.value,
                         })
                     }
-                    _ => accel = Accel::Tcg,
+                    _ => accel = AccelChoice::Tcg,
                 }
                 Some(arch)
             }
         }
     };
+    Ok((guest_arch, accel))
+}
 
-    let cpu_model = choose(env, "RUNQ_CPUARGS", "cpuargs", &opts.cpuargs).map(|c| c.value);
-
-    let tmpfs = match choose(env, "RUNQ_TMPFS", "tmpfs", &opts.tmpfs) {
-        None => Vec::new(),
+/// `--tmpfs`/`RUNQ_TMPFS`: absolute paths without `..`, comma-separated.
+fn tmpfs_setting(env: &[String], opts: &RuntimeOpts) -> Result<Vec<String>, OptionError> {
+    match choose(env, "RUNQ_TMPFS", "tmpfs", &opts.tmpfs) {
+        None => Ok(Vec::new()),
         Some(c) => {
             let paths: Vec<String> = c.value.split(',').map(str::to_string).collect();
             let ok = paths
@@ -556,28 +598,9 @@ pub fn resolve(
                     value: c.value,
                 });
             }
-            paths
+            Ok(paths)
         }
-    };
-
-    Ok(Settings {
-        cpus,
-        mem_mib,
-        accel,
-        share,
-        ninep_cache,
-        guest_arch,
-        apuuid: apuuid_setting(env, guest_arch)?,
-        kernel,
-        rootdisk,
-        cpu_model,
-        tmpfs,
-        systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
-        runqenv: layered_bool(env, "RUNQ_RUNQENV", opts.runqenv)?,
-        noexec: layered_bool(env, "RUNQ_NOEXEC", opts.noexec)?,
-        sigusr: opts.sigusr,
-        resolv_conf: resolv_conf_setting(opts, env)?,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -606,7 +629,7 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let s = resolve(&RuntimeOpts::default(), &[], NO_DOCKER).unwrap();
         assert_eq!((s.cpus, s.mem_mib), (DEFAULT_CPUS, DEFAULT_MEM_MIB));
-        assert_eq!((s.accel, s.share), (Accel::Auto, Share::Virtiofs));
+        assert_eq!((s.accel, s.share), (AccelChoice::Auto, Share::Virtiofs));
     }
 
     #[test]
@@ -706,7 +729,7 @@ mod tests {
             NO_DOCKER,
         )
         .unwrap();
-        assert_eq!((s.kernel.as_str(), s.accel), ("debian", Accel::Tcg));
+        assert_eq!((s.kernel.as_str(), s.accel), ("debian", AccelChoice::Tcg));
         assert!(resolve(&o, &env(&["RUNQ_SHARE=9p"]), NO_DOCKER).is_err());
         o.allow_env = Some("RUNQ_MEM".into());
         assert_eq!(
@@ -848,13 +871,13 @@ mod tests {
         };
         let var = format!("RUNQ_GUEST_ARCH={foreign}");
         let s = resolve(&allow_all(), &env(&[&var]), NO_DOCKER).unwrap();
-        assert_eq!(s.accel, Accel::Tcg);
+        assert_eq!(s.accel, AccelChoice::Tcg);
         assert_eq!(s.guest_arch.map(GuestArch::as_str), Some(foreign));
         let e = resolve(&allow_all(), &env(&[&var, "RUNQ_ACCEL=kvm"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::ForeignArchNeedsTcg { .. }));
         let native = format!("RUNQ_GUEST_ARCH={}", GuestArch::host().as_str());
         let s = resolve(&allow_all(), &env(&[&native]), NO_DOCKER).unwrap();
-        assert_eq!((s.guest_arch, s.accel), (None, Accel::Auto));
+        assert_eq!((s.guest_arch, s.accel), (None, AccelChoice::Auto));
         let e = resolve(&allow_all(), &env(&["RUNQ_GUEST_ARCH=mips"]), NO_DOCKER).unwrap_err();
         assert!(matches!(e, OptionError::GuestArch { .. }));
     }

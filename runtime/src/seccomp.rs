@@ -340,28 +340,13 @@ fn export(ctx: &ScmpFilterContext, arch: GuestArch) -> Result<Vec<u64>, SeccompE
     let mut bytes = Vec::new();
     file.rewind().map_err(io)?;
     file.read_to_end(&mut bytes).map_err(io)?;
-    if bytes.is_empty() || bytes.len() % 8 != 0 {
-        return Err(SeccompError::Filter(format!(
+    match runq_protocol::bpf::pack_native(&bytes, arch.big_endian()) {
+        Some(words) if !words.is_empty() => Ok(words),
+        _ => Err(SeccompError::Filter(format!(
             "exported program of {} bytes",
             bytes.len()
-        )));
+        ))),
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|f| {
-            let (code, k) = ([f[0], f[1]], [f[4], f[5], f[6], f[7]]);
-            let (code, k) = match arch {
-                GuestArch::X86_64 => (u16::from_le_bytes(code), u32::from_le_bytes(k)),
-                GuestArch::S390x => (u16::from_be_bytes(code), u32::from_be_bytes(k)),
-            };
-            runq_protocol::bpf::pack(&libc::sock_filter {
-                code,
-                jt: f[2],
-                jf: f[3],
-                k,
-            })
-        })
-        .collect())
 }
 
 /// A classic-BPF interpreter for the instructions libseccomp emits, on
@@ -373,7 +358,7 @@ mod bpf {
     const RET_K: u16 = 0x06;
 
     pub fn is_return(w: u64) -> bool {
-        (w >> 48) as u16 == RET_K
+        runq_protocol::bpf::unpack_one(w).code == RET_K
     }
 
     /// `struct seccomp_data` as 32-bit words the way the guest's kernel
@@ -402,7 +387,7 @@ mod bpf {
         let (mut acc, mut pc) = (0u32, 0usize);
         loop {
             let w = *program.get(pc).ok_or("ran off the end of the program")?;
-            let (code, jt, jf, k) = ((w >> 48) as u16, (w >> 40) as u8, (w >> 32) as u8, w as u32);
+            let libc::sock_filter { code, jt, jf, k } = runq_protocol::bpf::unpack_one(w);
             pc += 1;
             match code {
                 0x20 => {

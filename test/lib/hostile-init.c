@@ -42,7 +42,7 @@ int main(void) {
   fd = socket(AF_VSOCK, SOCK_STREAM, 0);
   struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 1024};
   if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
-  static const unsigned char hello[] = {0x00, 0x02}; /* Hello { version: 2 } */
+  static const unsigned char hello[] = {0x03}; /* Hello { version: 3 } */
   frame(hello, sizeof hello);
   skip_frame(); /* the host's Hello */
   skip_frame(); /* Start */
@@ -50,7 +50,7 @@ int main(void) {
     /* 1,000 legal Stdout frames of 64 KiB (64 MiB the host must relay,
      * not hold), then the oversized length. */
     static unsigned char out[4 + 65536];
-    out[0] = 0x07; /* Stdout */
+    out[0] = 0x00; /* GuestMsg::Stdout */
     out[1] = 0x80; out[2] = 0x80; out[3] = 0x04; /* varint 65536 */
     memset(out + 4, 'x', 65536);
     for (int i = 0; i < 1000; i++) frame(out, sizeof out);
@@ -63,11 +63,12 @@ int main(void) {
     static const unsigned char bad[] = {0x7f, 0xff, 0xff};
     frame(bad, sizeof bad);
   } else if (!strcmp(mode, "hostonly")) {
-    static const unsigned char stdin_msg[] = {0x03, 0x02, 'h', 'i'}; /* Stdin("hi") */
-    frame(stdin_msg, sizeof stdin_msg);
+    /* HostMsg::Resize { 24, 80 }: no guest message decodes from it */
+    static const unsigned char resize[] = {0x03, 0x18, 0x50};
+    frame(resize, sizeof resize);
   } else if (!strcmp(mode, "signal")) {
     /* Exit(Signaled(i32::MAX)): zigzag varint of 0x7fffffff */
-    static const unsigned char exit_msg[] = {0x09, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f};
+    static const unsigned char exit_msg[] = {0x02, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f};
     frame(exit_msg, sizeof exit_msg);
   }
   for (;;) pause();

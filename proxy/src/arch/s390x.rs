@@ -1,7 +1,10 @@
 //! s390x: `s390-ccw-virtio` with channel-attached virtio devices and the
 //! SCLP console.
 
-use super::{Accel, ArchOps, HostInfo};
+use runq_protocol::Accel;
+
+use super::ArchOps;
+use crate::qemu::HostInfo;
 
 pub struct S390x;
 

@@ -1,7 +1,10 @@
 //! x86_64: `-M microvm` (virtio-mmio, no PCI, no firmware menus), the
 //! fastest-booting QEMU machine for direct kernel boot.
 
-use super::{Accel, ArchOps, HostInfo};
+use runq_protocol::Accel;
+
+use super::ArchOps;
+use crate::qemu::HostInfo;
 
 pub struct X86_64;
 

@@ -32,7 +32,7 @@ pub fn exec(cli: &Cli, verb: &[OsString]) -> Result<i32> {
         )
     })?;
     let vm = VmSpec::from_json(&vm).with_context(|| vm_path.display().to_string())?;
-    if vm.noexec {
+    if vm.host.noexec {
         bail!("exec is disabled for this container (RUNQ_NOEXEC / --noexec)");
     }
     rewrite_process(&process_json)?;

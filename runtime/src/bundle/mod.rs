@@ -15,55 +15,33 @@ use oci_spec::runtime::{
 };
 use runq_protocol::resolve::{Fs, MountView};
 use runq_protocol::{
-    Disk, DiskFormat, GuestDisk, ProcessSpec, TmpfsMount, VmSpec, CONTAINER_ROOTFS,
-    CONTAINER_RUNQ_DIR, CONTAINER_RUN_DIR,
+    Disk, DiskFormat, GuestArch, GuestConfig, HostSide, InitOptions, Machine, MountConfig,
+    ProcessSpec, RootConfig, RootDisk, TmpfsMount, VmSpec, CONTAINER_ROOTFS, CONTAINER_RUNQ_DIR,
+    CONTAINER_RUN_DIR,
 };
 use thiserror::Error;
 
 use crate::disks::{self, DiskError};
 use crate::options::{DockerSizing, Settings};
 
+mod cri;
+mod guest;
+mod linux;
+mod mounts;
+mod process;
+
+pub use cri::*;
+pub use guest::*;
+pub use linux::*;
+use mounts::*;
+pub use process::*;
+
 /// Path of the proxy binary inside the QEMU tree.
 pub const PROXY_PATH: &str = "/usr/bin/runq-proxy";
-
-/// Docker's system mounts. The guest mounts its own; the proxy's
-/// container gets runq's ([`proxy_system_mounts`]), never Docker's: any
-/// mount Docker lists at these places (its own, or a user's or an image's
-/// volume at /dev, /sys...) is left out of the proxy's container.
-const CONTAINER_SYSTEM_MOUNTS: &[&str] = &[
-    "/proc",
-    "/dev",
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/sys",
-    "/sys/fs/cgroup",
-];
 
 /// Where the proxy's container root lives in the bundle: a directory of
 /// its own per container, holding only [`proxy_root_dirs`].
 pub const PROXY_ROOT: &str = "runq/root";
-
-/// Docker's default masked and read-only paths, for the proxy's container.
-const PROXY_MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-];
-const PROXY_READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
 
 /// The tree's empty directories that the container's mounts fill.
 pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
@@ -85,36 +63,6 @@ pub fn proxy_root_dirs(tree_dirs: &[String]) -> Vec<String> {
     dirs
 }
 
-/// What the proxy needs, and why:
-/// - CHOWN, DAC_OVERRIDE, FOWNER, FSETID, MKNOD, SETFCAP, SETGID, SETUID,
-///   SETPCAP: virtiofsd performs the guest's file operations on the shared
-///   root with the guest's credentials (without SETPCAP its capability
-///   sync takes a path its own seccomp filter kills); SETPCAP also cuts
-///   the helpers' bounding sets;
-/// - NET_ADMIN: joining the container's interfaces to taps (tc);
-/// - KILL: ending QEMU, which runs as another uid;
-/// - SYS_CHROOT: virtiofsd's chroot sandbox.
-///
-/// The proxy drops all but KILL once QEMU runs; virtiofsd keeps the file
-/// serving ones, QEMU and vhost-device-vsock get none.
-///
-/// Anything the host's bounding set lacks is left out rather than asked
-/// for (runc fails the start otherwise).
-pub const PROXY_CAPS: &[(u8, Capability)] = &[
-    (0, Capability::Chown),
-    (1, Capability::DacOverride),
-    (3, Capability::Fowner),
-    (4, Capability::Fsetid),
-    (5, Capability::Kill),
-    (6, Capability::Setgid),
-    (7, Capability::Setuid),
-    (8, Capability::Setpcap),
-    (12, Capability::NetAdmin),
-    (18, Capability::SysChroot),
-    (27, Capability::Mknod),
-    (31, Capability::Setfcap),
-];
-
 /// A character device of the host that QEMU may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDevice {
@@ -126,6 +74,9 @@ pub struct HostDevice {
 /// Facts about the host the rewrite depends on (gathered by the caller).
 #[derive(Debug, Clone)]
 pub struct HostFacts {
+    /// The accelerator, resolved by probing (`auto`: KVM if it runs a
+    /// guest here, else TCG).
+    pub accel: runq_protocol::Accel,
     /// The runtime's capability bounding set, as a bit mask.
     pub bounding_caps: u64,
     /// `/dev/kvm`, `/dev/net/tun`, `/dev/vhost-*` as far as they exist.
@@ -210,32 +161,6 @@ pub fn docker_sizing(spec: &Spec) -> DockerSizing {
     }
 }
 
-/// `net.ipv4.ip_forward`: dot-separated, no empty or path-like parts.
-fn is_sysctl_name(k: &str) -> bool {
-    k.split('.').all(|part| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    })
-}
-
-/// Docker's `--privileged` as it shows in the spec: a device rule that
-/// allows every device.
-fn is_privileged(spec: &Spec) -> bool {
-    linux_of(spec)
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.devices().as_ref())
-        .is_some_and(|rules| {
-            rules.iter().any(|r| {
-                r.allow()
-                    && matches!(r.typ(), None | Some(LinuxDeviceType::A))
-                    && r.major().is_none()
-                    && r.minor().is_none()
-            })
-        })
-}
-
 fn linux_of(spec: &Spec) -> Option<&oci_spec::runtime::Linux> {
     spec.linux().as_ref()
 }
@@ -249,6 +174,8 @@ fn under_rootfs(dest: &Path) -> PathBuf {
     Path::new(CONTAINER_ROOTFS).join(dest.strip_prefix("/").unwrap_or(dest))
 }
 
+/// Docker's bundle, rewritten: the proxy's container around the VM
+/// description.
 pub fn rewrite(
     mut spec: Spec,
     id: &str,
@@ -266,74 +193,7 @@ pub fn rewrite(
     } else {
         bundle.join(root.path())
     };
-
-    if let Some(bad) = linux_of(&spec)
-        .and_then(|l| l.sysctl().as_ref())
-        .and_then(|m| m.keys().find(|k| !is_sysctl_name(k)))
-    {
-        return Err(BundleError::BadSysctl(bad.clone()));
-    }
-    let vm = VmSpec {
-        id: id.to_string(),
-        cpus: settings.cpus,
-        mem_mib: settings.mem_mib,
-        accel: settings.accel,
-        share: settings.share,
-        ninep_cache: settings.ninep_cache,
-        guest_arch: settings.guest_arch,
-        apuuid: settings.apuuid.clone(),
-        kernel: settings.kernel.clone(),
-        disks: Vec::new(),
-        rootdisk: settings.rootdisk.clone(),
-        binds: Vec::new(),
-        readonly_binds: Vec::new(),
-        sysctls: linux_of(&spec)
-            .and_then(|l| l.sysctl().clone())
-            .map(|m| m.into_iter().collect::<std::collections::BTreeMap<_, _>>())
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        masked_paths: linux_of(&spec)
-            .and_then(|l| l.masked_paths().clone())
-            .unwrap_or_default(),
-        readonly_paths: linux_of(&spec)
-            .and_then(|l| l.readonly_paths().clone())
-            .unwrap_or_default(),
-        cpu_model: settings.cpu_model.clone(),
-        hostname: spec.hostname().clone(),
-        process: process_spec(&process)?,
-        readonly_root: root.readonly().unwrap_or(false),
-        tmpfs: settings
-            .tmpfs
-            .iter()
-            .map(|dest| TmpfsMount {
-                dest: dest.clone(),
-                options: vec!["nosuid".into(), "nodev".into(), "mode=1777".into()],
-            })
-            .collect(),
-        shm_size: shm_size(&spec),
-        systemd: settings.systemd,
-        runqenv: settings.runqenv,
-        noexec: settings.noexec,
-        sigusr: settings.sigusr,
-        resolv_conf: settings.resolv_conf.clone(),
-        seccomp: match linux_of(&spec).and_then(|l| l.seccomp().as_ref()) {
-            None => Vec::new(),
-            Some(profile) => crate::seccomp::compile(
-                profile,
-                settings
-                    .guest_arch
-                    .unwrap_or(runq_protocol::GuestArch::host()),
-            )?,
-        },
-        privileged: is_privileged(&spec),
-        devices: Vec::new(),
-        debug,
-        host_filters: host_filters(settings.share)?,
-        warning: None,
-        lasting_netns,
-    };
-
+    let mut guest = guest_config(&spec, &process, root.readonly().unwrap_or(false), settings)?;
     let (mounts, tmpfs, mut disks, (binds, readonly_binds)) = rewrite_mounts(
         spec.mounts().clone().unwrap_or_default(),
         &rootfs,
@@ -342,650 +202,39 @@ pub fn rewrite(
         host,
     )?;
     spec.set_mounts(Some(mounts));
-    let mut vm = vm;
-    vm.tmpfs.extend(tmpfs);
+    guest.mounts.tmpfs.extend(tmpfs);
+    guest.mounts.binds = binds;
+    guest.mounts.readonly_binds = readonly_binds;
     disks.extend(device_disks(&spec)?);
-    disks::check_unique(disks.iter().map(|d| d.guest.id.as_str()))?;
-    if let Some(root) = &vm.rootdisk {
-        match disks.iter().find(|d| d.guest.id == root.id) {
-            None => return Err(BundleError::RootDiskUnknown(root.id.clone())),
-            Some(d) if d.guest.fs.is_none() => {
-                return Err(BundleError::RootDiskNoFs(root.id.clone()))
-            }
-            Some(_) => {}
-        }
-    }
-    vm.disks = disks;
-    vm.binds = binds;
-    vm.readonly_binds = readonly_binds;
+    check_disks(&disks, guest.root.rootdisk.as_ref())?;
+    guest.disks = disks.iter().map(|d| d.guest.clone()).collect();
     spec.set_root(Some(proxy_root(bundle)?));
     spec.set_process(Some(proxy_process(&process, host.bounding_caps)?));
-
     if let Some(linux) = spec.linux_mut() {
-        // QEMU needs syscalls the workload's profile forbids; the profile
-        // is enforced inside the guest instead. The sysctls are the
-        // guest's too (they would only touch the proxy's namespaces).
-        linux.set_seccomp(None);
-        linux.set_sysctl(None);
-        // The workload's masked and read-only paths are the guest's; the
-        // proxy's container gets Docker's defaults whatever Docker asked
-        // (--privileged asks for none).
-        linux.set_masked_paths(Some(
-            PROXY_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
-        ));
-        linux.set_readonly_paths(Some(
-            PROXY_READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
-        ));
-        let mut devices = linux.devices().clone().unwrap_or_default();
-        // Docker's --device nodes are the guest's (made there with the
-        // same numbers, naming the guest kernel's device); --privileged
-        // gives the guest all of its own. The proxy's container gets none
-        // of the host's devices beyond runq disks and QEMU's own.
-        if !vm.privileged {
-            vm.devices = devices
-                .iter()
-                .filter(|d| !d.path().starts_with(disks::DISK_PREFIX))
-                .filter_map(guest_device)
-                .collect();
-        }
-        devices.retain(|d| d.path().starts_with(disks::DISK_PREFIX));
-        devices.extend(
-            host.devices
-                .iter()
-                .map(device_node)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
-        linux.set_devices(Some(devices.clone()));
-        if let Some(res) = linux.resources_mut() {
-            if let Some(mem) = res.memory_mut() {
-                make_room_for_the_vm(mem, settings);
-            }
-            let mut rules = res.devices().clone().unwrap_or_default();
-            if vm.privileged {
-                rules = vec![LinuxDeviceCgroupBuilder::default()
-                    .allow(false)
-                    .access("rwm")
-                    .build()?];
-                for d in vm.disks.iter().filter_map(|d| {
-                    devices
-                        .iter()
-                        .find(|n| n.path().to_string_lossy() == d.path)
-                }) {
-                    rules.push(
-                        LinuxDeviceCgroupBuilder::default()
-                            .allow(true)
-                            .typ(LinuxDeviceType::B)
-                            .major(d.major())
-                            .minor(d.minor())
-                            .access("rwm")
-                            .build()?,
-                    );
-                }
-            }
-            rules.extend(
-                host.devices
-                    .iter()
-                    .map(device_rule)
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
-            res.set_devices(Some(rules));
-        }
+        guest.devices = confine_proxy_linux(linux, &guest, &disks, settings, host)?;
     }
-    Ok(Rewritten { spec, vm })
-}
-
-/// A character or block device of the spec as the guest makes it (FIFOs
-/// and other types are left out: Docker's --device does not make them).
-fn guest_device(d: &oci_spec::runtime::LinuxDevice) -> Option<runq_protocol::spec::DeviceNode> {
-    let block = match d.typ() {
-        LinuxDeviceType::B => true,
-        LinuxDeviceType::C | LinuxDeviceType::U => false,
-        _ => return None,
-    };
-    Some(runq_protocol::spec::DeviceNode {
-        path: d.path().to_string_lossy().into_owned(),
-        block,
-        major: d.major(),
-        minor: d.minor(),
-        mode: d.file_mode().unwrap_or(0o666) & 0o7777,
-        uid: d.uid().unwrap_or(0),
-        gid: d.gid().unwrap_or(0),
-    })
-}
-
-/// The helpers' filters, each compiled once per container (QEMU's 9p
-/// server also creates the guest's device nodes).
-fn host_filters(share: runq_protocol::Share) -> Result<runq_protocol::HostFilters, BundleError> {
-    let strict = crate::seccomp::host_filter(&[])?;
-    let qemu = match share {
-        runq_protocol::Share::NineP => crate::seccomp::host_filter(&["mknod", "mknodat"])?,
-        runq_protocol::Share::Virtiofs => strict.clone(),
-    };
-    Ok(runq_protocol::HostFilters { qemu, strict })
-}
-
-/// Host memory a VM needs beyond its guest RAM: QEMU itself and the
-/// helpers (~60 MiB measured), plus under TCG the translation cache,
-/// which QEMU is told to cap at [`runq_protocol::TCG_TB_MIB`].
-pub fn vm_overhead_mib(accel: runq_protocol::Accel) -> i64 {
-    match accel {
-        runq_protocol::Accel::Kvm => 128,
-        _ => 128 + i64::from(runq_protocol::TCG_TB_MIB),
-    }
-}
-
-/// Docker's `--memory` sized the guest; the container's cgroup, which
-/// also holds QEMU, gets the VM's overhead on top so that the VM is not
-/// OOM-killed when the guest uses what it was given.
-fn make_room_for_the_vm(mem: &mut oci_spec::runtime::LinuxMemory, settings: &Settings) {
-    let Some(limit) = mem.limit().filter(|l| *l > 0) else {
-        return;
-    };
-    let needed = (i64::from(settings.mem_mib) + vm_overhead_mib(settings.accel)) << 20;
-    let new_limit = limit.max(needed);
-    mem.set_limit(Some(new_limit));
-    if let Some(swap) = mem.swap().filter(|s| *s > 0) {
-        mem.set_swap(Some(swap.max(new_limit)));
-    }
-}
-
-/// An OCI process (the container's, or an exec'd one) as the guest runs it.
-pub fn process_spec(process: &oci_spec::runtime::Process) -> Result<ProcessSpec, BundleError> {
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
-        return Err(BundleError::NoArgs);
-    }
-    if !process.cwd().is_absolute() {
-        return Err(BundleError::BadCwd(process.cwd().clone()));
-    }
-    Ok(ProcessSpec {
-        args,
-        env: process.env().clone().unwrap_or_default(),
-        cwd: process.cwd().to_string_lossy().into_owned(),
-        uid: process.user().uid(),
-        gid: process.user().gid(),
-        additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-        terminal: process.terminal().unwrap_or(false),
-        rlimits: guest_rlimits(process)?,
-        capabilities: process.capabilities().as_ref().map(cap_sets).transpose()?,
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-    })
-}
-
-/// OCI capability sets as bit masks for the guest (an absent set is
-/// empty, as runc treats it).
-fn cap_sets(
-    c: &oci_spec::runtime::LinuxCapabilities,
-) -> Result<runq_protocol::CapSets, BundleError> {
-    let mask = |set: &Option<oci_spec::runtime::Capabilities>| -> Result<u64, BundleError> {
-        let mut m = 0u64;
-        for cap in set.iter().flatten() {
-            let name = serde_json::to_value(cap)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let parsed: caps::Capability =
-                name.parse().map_err(|_| BundleError::BadCapability(name))?;
-            m |= 1u64 << parsed.index();
-        }
-        Ok(m)
-    };
-    Ok(runq_protocol::CapSets {
-        bounding: mask(c.bounding())?,
-        effective: mask(c.effective())?,
-        permitted: mask(c.permitted())?,
-        inheritable: mask(c.inheritable())?,
-        ambient: mask(c.ambient())?,
-    })
-}
-
-/// The process that runs in the container for an exec: `runq-proxy exec`
-/// carrying the real process to the guest. It needs no capabilities: it
-/// only talks to the vsock backend's socket.
-pub fn exec_proxy_process(
-    original: &oci_spec::runtime::Process,
-) -> Result<oci_spec::runtime::Process, BundleError> {
-    let guest = process_spec(original)?;
-    let mut args = vec![PROXY_PATH.to_string()];
-    args.extend(runq_protocol::exec_args::to_argv(&guest));
-    // The workload's environment travels as the proxy's own.
-    container_process(original, args, guest.env, HashSet::new())
-}
-
-/// The workload's rlimits, for the guest (the proxy keeps the shim's).
-fn guest_rlimits(p: &oci_spec::runtime::Process) -> Result<Vec<(u32, u64, u64)>, BundleError> {
-    p.rlimits()
-        .iter()
-        .flatten()
-        .map(|r| {
-            let name = serde_json::to_value(r.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let res = runq_protocol::rlimit_resource(&name).ok_or(BundleError::BadRlimit(name))?;
-            Ok((res, r.soft(), r.hard()))
-        })
-        .collect()
-}
-
-/// CRI (Kubernetes) marks its containers with this annotation.
-const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-
-/// containerd's CRI names the pod's sandbox (its id) in every container.
-const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-/// A CRI pod sandbox (the pause container) only holds the pod's
-/// namespaces: it runs under the lower runtime as it is, no VM. The
-/// annotation alone is anybody's to write (an image's labels, `docker run
-/// --annotation`), so it counts only as containerd's CRI writes it: on the
-/// container whose id is the sandbox id it names. Anything else claiming
-/// to be a sandbox is refused rather than run without a VM.
-pub fn is_cri_sandbox(spec: &Spec, id: &str) -> Result<bool, BundleError> {
-    if cri_container_type(spec) != Some("sandbox") {
-        return Ok(false);
-    }
-    let sandbox_id = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(CRI_SANDBOX_ID));
-    if sandbox_id.map(String::as_str) == Some(id) {
-        Ok(true)
-    } else {
-        Err(BundleError::NotACriSandbox(id.to_string()))
-    }
-}
-
-fn cri_container_type(spec: &Spec) -> Option<&str> {
-    spec.annotations()
-        .as_ref()?
-        .get(CRI_CONTAINER_TYPE)
-        .map(String::as_str)
-}
-
-/// The VM takes over the interfaces of the container's network namespace:
-/// a new one (Docker, runc makes it), or one made for this container and
-/// still empty of processes (podman's, an orchestrator's); never the
-/// host's, nor one another container lives in (its VM has its links).
-/// A CRI pod's container joins the pod's namespace, where the sandbox
-/// (no VM) lives, while no other container of the pod runs: the first
-/// VM holds the pod's interfaces. Returns whether the namespace outlives
-/// the container (given by path).
-fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<bool, BundleError> {
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
-    let Some(netns) = namespaces
-        .iter()
-        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-    else {
-        return Err(BundleError::HostNetwork);
-    };
-    let Some(path) = netns.path() else {
-        return Ok(false);
-    };
-    if (host.is_host_netns)(path) {
-        return Err(BundleError::HostNetwork);
-    }
-    let users = (host.netns_users)(path);
-    if cri_container_type(spec) == Some("container") {
-        if users > 1 {
-            let pod = spec
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(CRI_SANDBOX_ID))
-                .cloned()
-                .unwrap_or_default();
-            return Err(BundleError::PodNetworkHeld(pod));
-        }
-        return Ok(true);
-    }
-    if users > 0 {
-        return Err(BundleError::SharedNetwork);
-    }
-    Ok(true)
-}
-
-fn proxy_root(bundle: &Path) -> Result<Root, BundleError> {
-    Ok(RootBuilder::default()
-        .path(bundle.join(PROXY_ROOT))
-        .readonly(true)
-        .build()?)
-}
-
-/// Docker's `--shm-size`, from the /dev/shm tmpfs it asks for.
-fn shm_size(spec: &Spec) -> Option<u64> {
-    let m = spec
-        .mounts()
-        .as_ref()?
-        .iter()
-        .find(|m| m.destination() == Path::new("/dev/shm"))?;
-    m.options()
-        .iter()
-        .flatten()
-        .find_map(|o| o.strip_prefix("size="))
-        .and_then(parse_size)
-}
-
-/// `100663296`, `64k`, `96m`, `1g` (mount(8) size syntax) in bytes.
-fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()?.to_ascii_lowercase() {
-        'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'm' => (&s[..s.len() - 1], 1 << 20),
-        'g' => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
-}
-
-/// Mounts for the container (Docker's moved under /rootfs) and the tmpfs
-/// mounts that belong in the guest (a host tmpfs seen through virtiofs
-/// would be no tmpfs to the workload).
-/// A runq disk from a parsed destination.
-fn disk(dest: disks::DiskDest, path: &Path, format: DiskFormat, readonly: bool) -> Disk {
-    Disk {
-        guest: GuestDisk {
-            id: dest.id,
-            fs: dest.fs,
-            mountpoint: dest.mountpoint,
-            readonly,
+    let vm = VmSpec {
+        id: id.to_string(),
+        machine: Machine {
+            arch: settings.guest_arch.unwrap_or(GuestArch::host()),
+            accel: host.accel,
+            cpus: settings.cpus,
+            mem_mib: settings.mem_mib,
+            cpu_model: settings.cpu_model.clone(),
+            kernel: settings.kernel.clone(),
+            apuuid: settings.apuuid.clone(),
+            debug,
         },
-        path: path.to_string_lossy().into_owned(),
-        cache: dest.cache,
-        format,
-    }
-}
-
-/// `--device BLOCKDEV:/dev/runq/...`: runc creates the node at that path
-/// in the proxy's container (Docker already allowed it in the cgroup).
-fn device_disks(spec: &Spec) -> Result<Vec<Disk>, BundleError> {
-    let devices = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for d in devices {
-        let path = d.path().to_string_lossy().into_owned();
-        if let Some(dest) = disks::parse_dest(&path) {
-            if d.typ() != LinuxDeviceType::B {
-                return Err(DiskError::NotAnImage {
-                    dest: path.clone(),
-                    path,
-                }
-                .into());
-            }
-            out.push(disk(dest?, d.path(), DiskFormat::Raw, false));
-        }
-    }
-    Ok(out)
-}
-
-/// Mounts, guest tmpfs, disks, and the bind destinations (all, read-only).
-type RewrittenMounts = (
-    Vec<Mount>,
-    Vec<TmpfsMount>,
-    Vec<Disk>,
-    (Vec<String>, Vec<String>),
-);
-
-fn mount(dest: &str, typ: &str, options: &[&str]) -> Result<Mount, BundleError> {
-    Ok(MountBuilder::default()
-        .destination(dest)
-        .typ(typ)
-        .source(typ)
-        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
-        .build()?)
-}
-
-fn bind_ro(dest: &Path, source: &Path) -> Result<Mount, BundleError> {
-    Ok(MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(source)
-        .options(vec!["bind".into(), "ro".into(), "nodev".into()])
-        .build()?)
-}
-
-/// /proc, /dev, /dev/pts, /dev/shm and a read-only /sys for the proxy and
-/// QEMU, whatever Docker asked for (`--privileged` included).
-fn proxy_system_mounts() -> Result<Vec<Mount>, BundleError> {
-    Ok(vec![
-        mount("/proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-        mount("/sys", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
-    ])
-}
-
-/// Is `m` a bind mount (Docker writes both spellings)?
-fn is_bind(m: &Mount) -> bool {
-    m.typ().as_deref() == Some("bind")
-        || m.options()
-            .iter()
-            .flatten()
-            .any(|o| o == "bind" || o == "rbind")
-}
-
-/// Docker's mounts go under /rootfs at the place each one takes in a runc
-/// container: resolved in the image (and in the mounts before it), so no
-/// symlink of the image or of a volume can send one onto the QEMU tree.
-fn rewrite_mounts(
-    mounts: Vec<Mount>,
-    rootfs: &Path,
-    bundle: &Path,
-    tree: &Path,
-    host: &HostFacts,
-) -> Result<RewrittenMounts, BundleError> {
-    let mut view = MountView::new(rootfs, host.fs);
-    // First, so that Docker's mounts below land inside it.
-    let mut out = vec![MountBuilder::default()
-        .destination(CONTAINER_ROOTFS)
-        .typ("bind")
-        .source(rootfs.to_path_buf())
-        // The guest's kernel gives its files suid and device meaning; on
-        // the host side nothing may (nothing here runs or opens them).
-        .options(vec![
-            "rbind".into(),
-            "rw".into(),
-            "nosuid".into(),
-            "nodev".into(),
-        ])
-        .build()?];
-    let mut disk_mounts = Vec::new();
-    let mut guest_tmpfs = Vec::new();
-    let mut disks = Vec::new();
-    let mut binds = Vec::new();
-    let mut readonly_binds = Vec::new();
-    for mut m in mounts {
-        let dest = m.destination().clone();
-        if !is_clean_absolute(&dest) {
-            return Err(BundleError::BadDestination(dest));
-        }
-        // A disk image stays at its /dev/runq path in the proxy's
-        // container (a tmpfs /dev), where QEMU opens it.
-        if let Some(parsed) = disks::parse_dest(&dest.to_string_lossy()) {
-            let parsed = parsed?;
-            let source = m.source().clone().unwrap_or_default();
-            let format = (host.disk_format)(&source).map_err(|why| {
-                let (dest, path) = (
-                    dest.to_string_lossy().into_owned(),
-                    source.to_string_lossy().into_owned(),
-                );
-                match why {
-                    disks::ImageRefusal::NotAnImage => DiskError::NotAnImage { dest, path },
-                    why => DiskError::Refused { dest, path, why },
-                }
-            })?;
-            let ro = m
-                .options()
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|x| x == "ro"));
-            disks.push(disk(parsed, &dest, format, ro));
-            disk_mounts.push(m);
-            continue;
-        }
-        if CONTAINER_SYSTEM_MOUNTS.iter().any(|s| Path::new(s) == dest) {
-            continue;
-        }
-        if m.typ().as_deref() == Some("tmpfs") {
-            guest_tmpfs.push(TmpfsMount {
-                dest: dest.to_string_lossy().into_owned(),
-                options: m.options().clone().unwrap_or_default(),
-            });
-            continue;
-        }
-        let resolved = view.resolve(&dest)?;
-        if resolved == Path::new("/") {
-            // runc cannot mount over a container's root either.
-            return Err(BundleError::DestinationIsRoot(dest));
-        }
-        if is_bind(&m) {
-            binds.push(resolved.to_string_lossy().into_owned());
-            if m.options().iter().flatten().any(|o| o == "ro") {
-                readonly_binds.push(resolved.to_string_lossy().into_owned());
-            }
-            view.add_bind(resolved.clone(), m.source().clone().unwrap_or_default());
-        } else {
-            view.add_opaque(resolved.clone());
-        }
-        m.set_destination(under_rootfs(&resolved));
-        out.push(m);
-    }
-    // The proxy's root is a directory of the bundle with a fixed set of
-    // names (proxy_root_dirs). Every name a host-side program reads (the
-    // tree's directories, etc, proc, dev, sys, run, runq) is mounted here,
-    // after Docker's mounts, from a source outside that root: whatever a
-    // mount of the image's might have put there (a link swapped in a
-    // shared volume while runc walked it) is covered, and the tree itself,
-    // never the container's root, cannot be written.
-    for d in &host.tree_dirs {
-        out.push(bind_ro(&Path::new("/").join(d), &tree.join(d))?);
-    }
-    for d in EMPTY_DIRS
-        .iter()
-        .filter(|d| !host.tree_dirs.iter().any(|t| t == *d))
-    {
-        out.push(mount(
-            &format!("/{d}"),
-            "tmpfs",
-            &["ro", "nosuid", "nodev", "noexec", "mode=755", "size=16k"],
-        )?);
-    }
-    out.extend(proxy_system_mounts()?);
-    out.push(mount(
-        CONTAINER_RUN_DIR,
-        "tmpfs",
-        &["nosuid", "nodev", "mode=700", "size=16m"],
-    )?);
-    out.push(bind_ro(
-        Path::new(CONTAINER_RUNQ_DIR),
-        &bundle.join("runq"),
-    )?);
-    out.extend(disk_mounts);
-    Ok((out, guest_tmpfs, disks, (binds, readonly_binds)))
-}
-
-fn proxy_process(
-    original: &oci_spec::runtime::Process,
-    bounding: u64,
-) -> Result<oci_spec::runtime::Process, BundleError> {
-    let caps: HashSet<Capability> = PROXY_CAPS
-        .iter()
-        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
-        .map(|(_, c)| *c)
-        .collect();
-    let mut p = container_process(
-        original,
-        vec![PROXY_PATH.to_string()],
-        // The tree's programs are all in /usr/bin.
-        vec!["PATH=/usr/bin".to_string()],
-        caps,
-    )?;
-    p.set_oom_score_adj(original.oom_score_adj());
-    Ok(p)
-}
-
-/// A process run as root in the container (the proxy, or its exec form)
-/// on behalf of `original`: same terminal and AppArmor profile, the given
-/// capabilities as its only ones, no_new_privs, and the shim's rlimits
-/// (the builder's default RLIMIT_NOFILE is dropped: virtiofsd wants many
-/// descriptors).
-fn container_process(
-    original: &oci_spec::runtime::Process,
-    args: Vec<String>,
-    env: Vec<String>,
-    caps: HashSet<Capability>,
-) -> Result<oci_spec::runtime::Process, BundleError> {
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
-        .inheritable(HashSet::new())
-        .ambient(HashSet::new())
-        .build()?;
-    let mut b = ProcessBuilder::default()
-        .terminal(original.terminal().unwrap_or(false))
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
-        .args(args)
-        .env(env)
-        .cwd("/")
-        .capabilities(capabilities)
-        .no_new_privileges(true);
-    if let Some(size) = original.console_size() {
-        b = b.console_size(size);
-    }
-    if let Some(a) = original.apparmor_profile() {
-        b = b.apparmor_profile(a.clone());
-    }
-    let mut p = b.build()?;
-    p.set_rlimits(None);
-    Ok(p)
-}
-
-/// QEMU's devices (/dev/kvm, /dev/vhost-net...): the proxy opens them as
-/// root, QEMU through its group.
-fn device_node(d: &HostDevice) -> Result<LinuxDevice, BundleError> {
-    Ok(LinuxDeviceBuilder::default()
-        .path(d.path.clone())
-        .typ(LinuxDeviceType::C)
-        .major(d.major)
-        .minor(d.minor)
-        .file_mode(0o660u32)
-        .uid(0u32)
-        .gid(runq_protocol::QEMU_GID)
-        .build()?)
-}
-
-fn device_rule(d: &HostDevice) -> Result<LinuxDeviceCgroup, BundleError> {
-    Ok(LinuxDeviceCgroupBuilder::default()
-        .allow(true)
-        .typ(LinuxDeviceType::C)
-        .major(d.major)
-        .minor(d.minor)
-        .access("rwm")
-        .build()?)
+        drives: disks.iter().map(Disk::drive).collect(),
+        guest,
+        host: HostSide {
+            filters: host_filters(settings.share)?,
+            warning: None,
+            lasting_netns,
+            noexec: settings.noexec,
+        },
+    };
+    Ok(Rewritten { spec, vm })
 }
 
 #[cfg(test)]
@@ -1030,6 +279,7 @@ mod tests {
 
     fn host() -> HostFacts {
         HostFacts {
+            accel: runq_protocol::Accel::Tcg,
             // everything but CAP_NET_ADMIN (bit 12)
             bounding_caps: !(1u64 << 12),
             devices: vec![HostDevice {
@@ -1114,17 +364,17 @@ mod tests {
     fn workload_moves_into_the_vm_description() {
         let r = run_rewrite(DOCKER_CONFIG).unwrap();
         let vm = r.vm;
-        assert_eq!(vm.process.args, ["sh", "-c", "echo hi"]);
-        assert_eq!(vm.process.cwd, "/work");
-        assert_eq!((vm.process.uid, vm.process.gid), (1000, 1000));
-        assert_eq!(vm.process.additional_gids, [10]);
-        assert_eq!(vm.hostname.as_deref(), Some("abc"));
-        assert!(vm.readonly_root);
-        assert_eq!(vm.mem_mib, 512, "docker --memory sizes the guest");
+        assert_eq!(vm.guest.process.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(vm.guest.process.cwd, "/work");
+        assert_eq!((vm.guest.process.uid, vm.guest.process.gid), (1000, 1000));
+        assert_eq!(vm.guest.process.additional_gids, [10]);
+        assert_eq!(vm.guest.hostname.as_deref(), Some("abc"));
+        assert!(vm.guest.root.readonly);
+        assert_eq!(vm.machine.mem_mib, 512, "docker --memory sizes the guest");
         // Compiled for the guest: the default filter (one program).
-        assert_eq!(vm.seccomp.len(), 1);
-        assert_eq!(vm.process.rlimits, [(7, 1024, 4096)]);
-        let caps = vm.process.capabilities.unwrap();
+        assert_eq!(vm.guest.seccomp.len(), 1);
+        assert_eq!(vm.guest.process.rlimits, [(7, 1024, 4096)]);
+        let caps = vm.guest.process.capabilities.unwrap();
         assert_eq!(caps.bounding, (1 << 0) | (1 << 5), "CAP_CHOWN, CAP_KILL");
         assert_eq!(caps.effective, 1 << 0);
         assert_eq!(
@@ -1132,7 +382,7 @@ mod tests {
             (0, 0),
             "absent sets are empty"
         );
-        assert!(vm.process.no_new_privileges);
+        assert!(vm.guest.process.no_new_privileges);
     }
 
     #[test]
@@ -1147,7 +397,7 @@ mod tests {
             .clone()
             .unwrap();
         let mem = res.memory().as_ref().unwrap();
-        let want = (512 + vm_overhead_mib(runq_protocol::Accel::Auto)) << 20;
+        let want = (512 + vm_overhead_mib(runq_protocol::Accel::Tcg)) << 20;
         assert_eq!(mem.limit(), Some(want));
         assert_eq!(mem.swap(), Some(want.max(1 << 30)));
         assert!(r.spec.process().as_ref().unwrap().rlimits().is_none());
@@ -1183,7 +433,7 @@ mod tests {
         assert!(rules.iter().all(|r| !r.allow() || r.minor().is_some()));
         assert_eq!(linux.masked_paths().as_ref().unwrap(), PROXY_MASKED_PATHS);
         assert_eq!(
-            r.vm.masked_paths,
+            r.vm.guest.mounts.masked_paths,
             ["/proc/kcore"],
             "Docker's, for the guest"
         );
@@ -1221,16 +471,18 @@ mod tests {
         assert!(dests.contains(&"/dev/runq/data/none/ext4/mnt/data".to_string()));
         assert!(!dests.iter().any(|d| d.starts_with("/rootfs/dev/runq")));
         let got: Vec<_> =
-            r.vm.disks
+            r.vm.drives
                 .iter()
-                .map(|d| {
+                .zip(&r.vm.guest.disks)
+                .map(|(d, g)| {
+                    assert_eq!((d.id.as_str(), d.readonly), (g.id.as_str(), g.readonly));
                     (
-                        d.guest.id.as_str(),
+                        g.id.as_str(),
                         d.path.as_str(),
                         d.format,
                         d.cache,
-                        d.guest.mountpoint.as_deref(),
-                        d.guest.readonly,
+                        g.mountpoint.as_deref(),
+                        g.readonly,
                     )
                 })
                 .collect();
@@ -1265,7 +517,7 @@ mod tests {
             ]
         );
         // Docker's other bind mounts are listed for a rootdisk root.
-        assert_eq!(r.vm.binds, ["/etc/hosts", "/data"]);
+        assert_eq!(r.vm.guest.mounts.binds, ["/etc/hosts", "/data"]);
     }
 
     #[test]
@@ -1321,7 +573,7 @@ mod tests {
             "",
         );
         let r = rewrite_with(&with_fs, &["RUNQ_ROOTDISK=r"]).unwrap();
-        assert_eq!(r.vm.rootdisk.unwrap().id, "r");
+        assert_eq!(r.vm.guest.root.rootdisk.unwrap().id, "r");
     }
 
     #[test]
@@ -1334,14 +586,14 @@ mod tests {
         );
         let r = run_rewrite(&json).unwrap();
         assert_eq!(
-            r.vm.sysctls,
+            r.vm.guest.sysctls,
             [
                 ("kernel.msgmax".to_string(), "9000".to_string()),
                 ("net.ipv4.ip_forward".to_string(), "1".to_string())
             ]
         );
-        assert_eq!(r.vm.masked_paths, ["/proc/kcore"]);
-        assert_eq!(r.vm.readonly_paths, ["/proc/sys"]);
+        assert_eq!(r.vm.guest.mounts.masked_paths, ["/proc/kcore"]);
+        assert_eq!(r.vm.guest.mounts.readonly_paths, ["/proc/sys"]);
         assert!(r.spec.linux().as_ref().unwrap().sysctl().is_none());
         for bad in ["../../etc/passwd", "net..x", "net/ipv4"] {
             let json = DOCKER_CONFIG.replacen(
@@ -1377,7 +629,7 @@ mod tests {
                 1,
             );
         let r = run_rewrite(&json).unwrap();
-        assert!(r.vm.privileged);
+        assert!(r.vm.guest.privileged);
         let linux = r.spec.linux().as_ref().unwrap();
         let sys = r
             .spec
@@ -1428,7 +680,7 @@ mod tests {
         assert!(rules
             .iter()
             .any(|r| r.allow() && r.major() == Some(8) && r.minor() == Some(16)));
-        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.privileged);
+        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.guest.privileged);
     }
 
     #[test]
@@ -1483,8 +735,14 @@ mod tests {
             r#"{"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "size=100663296"]},
         {"destination": "/proc","#,
         );
-        assert_eq!(run_rewrite(&with_shm).unwrap().vm.shm_size, Some(96 << 20));
-        assert_eq!(run_rewrite(DOCKER_CONFIG).unwrap().vm.shm_size, None);
+        assert_eq!(
+            run_rewrite(&with_shm).unwrap().vm.guest.mounts.shm_size,
+            Some(96 << 20)
+        );
+        assert_eq!(
+            run_rewrite(DOCKER_CONFIG).unwrap().vm.guest.mounts.shm_size,
+            None
+        );
         assert_eq!(parse_size("64k"), Some(65536));
         assert_eq!(parse_size("2G"), Some(2 << 30));
         assert_eq!(parse_size("12x"), None);
@@ -1501,7 +759,7 @@ mod tests {
             .iter()
             .any(|m| m.destination().ends_with("scratch")));
         assert_eq!(
-            r.vm.tmpfs,
+            r.vm.guest.mounts.tmpfs,
             [TmpfsMount {
                 dest: "/scratch".into(),
                 options: vec!["rw".into(), "nosuid".into(), "size=65536k".into()],
@@ -1570,8 +828,8 @@ mod tests {
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/run/netns/netns-1234"}"#,
         );
-        assert!(run_rewrite(&made).unwrap().vm.lasting_netns);
-        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.lasting_netns);
+        assert!(run_rewrite(&made).unwrap().vm.host.lasting_netns);
+        assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.host.lasting_netns);
         let host_path = DOCKER_CONFIG.replace(
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
@@ -1585,7 +843,7 @@ mod tests {
             r#""hostname": "abc","#,
             r#""hostname": "abc", "annotations": {"io.kubernetes.cri.container-type": "container"},"#,
         );
-        assert!(run_rewrite(&pod).unwrap().vm.lasting_netns);
+        assert!(run_rewrite(&pod).unwrap().vm.host.lasting_netns);
         // Another container of the pod runs: its VM holds the pod's links.
         let held = pod.replace("/proc/42/ns/net", "/run/netns/held-pod");
         assert!(matches!(
@@ -1643,9 +901,9 @@ mod tests {
             );
         }
         assert!(
-            r.vm.binds.contains(&"/usr/bin".to_string()),
+            r.vm.guest.mounts.binds.contains(&"/usr/bin".to_string()),
             "{:?}",
-            r.vm.binds
+            r.vm.guest.mounts.binds
         );
     }
 

@@ -1,0 +1,951 @@
+//! QEMU: its command line built from small typed parts (after Kata's
+//! `cmdline_generator.rs`), and the running QEMU with its console.
+//!
+//! Every part is a value that knows its own arguments; [`command_line`]
+//! lays them out in order, a pure function of the VM description, the
+//! host facts and the descriptor layout, so that `runq-proxy qemu-args
+//! VM.json` prints exactly what the proxy runs. What differs per arch
+//! comes from [`crate::arch`].
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use runq_protocol::{tree, Accel, DiskCache, DiskFormat, Drive, GuestArch, Machine, Share};
+
+use crate::arch::{self, ArchOps};
+
+/// Host facts the arguments depend on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Host TSC frequency in kHz, where known (x86).
+    pub tsc_khz: Option<u64>,
+    /// `/dev/vhost-net` is usable: virtio-net in the host kernel.
+    pub vhost_net: bool,
+}
+
+impl HostInfo {
+    /// This host's.
+    pub fn probe() -> Self {
+        HostInfo {
+            tsc_khz: tsc_khz(),
+            vhost_net: Path::new("/dev/vhost-net").exists(),
+        }
+    }
+}
+
+/// A NIC: the tap's fd as QEMU will see it, and the MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicArg {
+    pub fd: i32,
+    pub mac: String,
+}
+
+/// Where QEMU finds what the VM is assembled from: the kernel and initrd
+/// by path (the tree is world-readable), everything else as descriptors
+/// the proxy opened, so QEMU, unprivileged, opens nothing of the
+/// container's. [`FdLayout::new`] numbers them; the proxy hands its open
+/// files over in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdLayout {
+    pub kernel: String,
+    pub initrd: String,
+    pub nics: Vec<NicArg>,
+    /// The console log, open for writing.
+    pub console_fd: i32,
+    /// Connected to vhost-device-vsock's socket.
+    pub vsock_fd: i32,
+    /// Connected to virtiofsd's socket (virtiofs only).
+    pub virtiofs_fd: Option<i32>,
+    /// Each drive open read-only (QEMU probes with that) and, unless the
+    /// drive is read-only, read-write.
+    pub drive_fds: Vec<Vec<i32>>,
+}
+
+/// The first descriptor QEMU gets beyond stdio.
+const FIRST_FD: i32 = 3;
+
+impl FdLayout {
+    /// The layout for a VM with these NICs (MACs, in order): taps first,
+    /// then the console, the vsock backend, virtiofsd, the drives.
+    pub fn new(kernel: &str, share: Share, drives: &[Drive], macs: &[String]) -> Self {
+        let mut next = FIRST_FD;
+        let mut take = || {
+            next += 1;
+            next - 1
+        };
+        let nics = macs
+            .iter()
+            .map(|mac| NicArg {
+                fd: take(),
+                mac: mac.clone(),
+            })
+            .collect();
+        let console_fd = take();
+        let vsock_fd = take();
+        let virtiofs_fd = (share == Share::Virtiofs).then(&mut take);
+        let drive_fds = drives
+            .iter()
+            .map(|d| {
+                let mut fds = vec![take()];
+                if !d.readonly {
+                    fds.push(take());
+                }
+                fds
+            })
+            .collect();
+        FdLayout {
+            kernel: format!("/{}", tree::kernel_file(kernel, tree::KERNEL)),
+            initrd: format!("/{}", tree::kernel_file(kernel, tree::INITRD)),
+            nics,
+            console_fd,
+            vsock_fd,
+            virtiofs_fd,
+            drive_fds,
+        }
+    }
+}
+
+/// What [`command_line`] leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The VM as the proxy runs it.
+    Full,
+    /// The same machine, kernel and command line with no device that
+    /// needs a helper or a descriptor (vsock, root share, drives, NICs;
+    /// the console to nowhere), booting to a guest that powers off at
+    /// once: `make bench`'s bare-QEMU floor.
+    Floor,
+}
+
+/// The full QEMU argument list (without the binary).
+pub fn command_line(
+    machine: &Machine,
+    share: Share,
+    drives: &[Drive],
+    host: &HostInfo,
+    fds: &FdLayout,
+    shape: Shape,
+) -> Vec<String> {
+    let ops = arch::ops(machine.arch);
+    let bus = ops.virtio_bus();
+    let mut parts: Vec<Box<dyn Part>> = vec![
+        Box::new(Base),
+        Box::new(MachinePart { machine, ops }),
+        Box::new(MemoryBackend {
+            mib: machine.mem_mib,
+        }),
+        Box::new(KernelPayload {
+            fds,
+            cmdline: kernel_cmdline(machine, ops, host, shape),
+        }),
+    ];
+    match shape {
+        Shape::Full => {
+            parts.push(Box::new(AddFd {
+                fd: fds.console_fd,
+                set: CONSOLE_FDSET,
+            }));
+            parts.push(Box::new(Chardev::FdsetFile {
+                id: "console",
+                set: CONSOLE_FDSET,
+            }));
+        }
+        Shape::Floor => parts.push(Box::new(Chardev::Null { id: "console" })),
+    }
+    parts.push(Box::new(Console { ops }));
+    if shape == Shape::Full {
+        parts.push(Box::new(Chardev::Socket {
+            id: "vsock",
+            fd: fds.vsock_fd,
+        }));
+        parts.push(Box::new(Device(
+            Props::new(ops.vsock_device()).with("chardev", "vsock"),
+        )));
+        parts.push(Box::new(RootShare { share, fds, bus }));
+        for (i, (d, set_fds)) in drives.iter().zip(&fds.drive_fds).enumerate() {
+            parts.push(Box::new(DrivePart {
+                index: i,
+                drive: d,
+                fds: set_fds,
+                bus,
+            }));
+        }
+        for (i, nic) in fds.nics.iter().enumerate() {
+            parts.push(Box::new(NicPart {
+                index: i,
+                nic,
+                vhost: host.vhost_net,
+                bus,
+            }));
+        }
+        if let Some(dev) = machine.apuuid.as_deref().and_then(|u| ops.ap_device(u)) {
+            parts.push(Box::new(Device(dev)));
+        }
+    }
+    parts.push(Box::new(Rng { bus }));
+    parts.iter().flat_map(|p| p.args()).collect()
+}
+
+/// The QEMU binary for a guest arch.
+pub fn binary(arch: GuestArch) -> &'static str {
+    arch::ops(arch).qemu_binary()
+}
+
+/// QEMU's fd set of the console (`/dev/fdset/N`); drive `i` uses
+/// `DRIVE_FDSET + i`.
+const CONSOLE_FDSET: usize = 1;
+const DRIVE_FDSET: usize = 10;
+
+fn kernel_cmdline(
+    machine: &Machine,
+    ops: &dyn ArchOps,
+    host: &HostInfo,
+    shape: Shape,
+) -> Vec<String> {
+    let mut cmdline: Vec<String> = vec![
+        "panic=-1".into(),
+        "rdinit=/init".into(),
+        "random.trust_cpu=on".into(),
+        // Expedited RCU grace periods do not wait on the timer-driven
+        // grace-period kthread: under TCG with 20 VMs on 2 cores, 1-2
+        // guests in 100 never finished synchronize_rcu() (in a NIC rename)
+        // with normal grace periods, QEMU idle, tickless or not.
+        "rcupdate.rcu_expedited=1".into(),
+    ];
+    cmdline.extend(ops.cmdline(machine.accel, host));
+    if machine.debug {
+        cmdline.extend(["loglevel=7".into(), "runq.debug".into()]);
+    } else {
+        cmdline.push("quiet".into());
+    }
+    if shape == Shape::Floor {
+        cmdline.push("runq.poweroff".into());
+    }
+    cmdline
+}
+
+/// A piece of the command line.
+trait Part {
+    fn args(&self) -> Vec<String>;
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// A `-device`/`-object`/`-chardev`/`-drive` value: a model (or
+/// backend), then `key=value` properties. Values are escaped as QEMU's
+/// option parser wants (`,` doubled), so no value can add a property of
+/// its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Props(Vec<String>);
+
+impl Props {
+    pub fn new(model: &str) -> Self {
+        Props(vec![model.to_string()])
+    }
+
+    pub fn with(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        let value = value.to_string().replace(',', ",,");
+        self.0.push(format!("{key}={value}"));
+        self
+    }
+}
+
+impl std::fmt::Display for Props {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// No defaults, no display, no reboot, and QEMU's own seccomp filter: no
+/// obsolete calls, no setuid, no fork/exec, no scheduler/NUMA/rlimit
+/// changes.
+struct Base;
+
+impl Part for Base {
+    fn args(&self) -> Vec<String> {
+        args(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ])
+    }
+}
+
+/// Machine type, accelerator, CPU model and count.
+struct MachinePart<'a> {
+    machine: &'a Machine,
+    ops: &'a dyn ArchOps,
+}
+
+impl Part for MachinePart<'_> {
+    fn args(&self) -> Vec<String> {
+        let m = self.machine;
+        let accel = match m.accel {
+            Accel::Kvm => "kvm".to_string(),
+            Accel::Tcg => format!("tcg,tb-size={}", runq_protocol::TCG_TB_MIB),
+        };
+        // A CPU model is QEMU's own option string (`Skylake-Client,-hle`).
+        let cpu = m
+            .cpu_model
+            .clone()
+            .unwrap_or_else(|| self.ops.cpu(m.accel).to_string());
+        args(&[
+            "-machine",
+            &self.ops.machine(m.accel),
+            "-accel",
+            &accel,
+            "-cpu",
+            &cpu,
+            "-smp",
+            &m.cpus.to_string(),
+        ])
+    }
+}
+
+/// Guest RAM in a shareable memfd (vhost-user devices map it); pages are
+/// only allocated when the guest touches them.
+struct MemoryBackend {
+    mib: u32,
+}
+
+impl Part for MemoryBackend {
+    fn args(&self) -> Vec<String> {
+        let size = format!("{}M", self.mib);
+        let backend = Props::new("memory-backend-memfd")
+            .with("id", "mem")
+            .with("size", &size)
+            .with("share", "on");
+        args(&[
+            "-m",
+            &size,
+            "-object",
+            &backend.to_string(),
+            "-machine",
+            "memory-backend=mem",
+        ])
+    }
+}
+
+/// Direct kernel boot.
+struct KernelPayload<'a> {
+    fds: &'a FdLayout,
+    cmdline: Vec<String>,
+}
+
+impl Part for KernelPayload<'_> {
+    fn args(&self) -> Vec<String> {
+        args(&[
+            "-kernel",
+            &self.fds.kernel,
+            "-initrd",
+            &self.fds.initrd,
+            "-append",
+            &self.cmdline.join(" "),
+        ])
+    }
+}
+
+/// A descriptor QEMU reaches as `/dev/fdset/<set>`.
+struct AddFd {
+    fd: i32,
+    set: usize,
+}
+
+impl Part for AddFd {
+    fn args(&self) -> Vec<String> {
+        args(&["-add-fd", &format!("fd={},set={}", self.fd, self.set)])
+    }
+}
+
+enum Chardev {
+    /// Written to a file QEMU got as a descriptor.
+    FdsetFile { id: &'static str, set: usize },
+    /// A connected socket QEMU got as a descriptor.
+    Socket { id: &'static str, fd: i32 },
+    /// Discarded.
+    Null { id: &'static str },
+}
+
+impl Part for Chardev {
+    fn args(&self) -> Vec<String> {
+        let props = match self {
+            Chardev::FdsetFile { id, set } => Props::new("file")
+                .with("id", id)
+                .with("path", format!("/dev/fdset/{set}")),
+            Chardev::Socket { id, fd } => Props::new("socket").with("id", id).with("fd", fd),
+            Chardev::Null { id } => Props::new("null").with("id", id),
+        };
+        args(&["-chardev", &props.to_string()])
+    }
+}
+
+/// The guest console on chardev `console`, as the arch attaches it.
+struct Console<'a> {
+    ops: &'a dyn ArchOps,
+}
+
+impl Part for Console<'_> {
+    fn args(&self) -> Vec<String> {
+        self.ops.console("console")
+    }
+}
+
+/// A virtio device model on the arch's bus (`virtio-blk-` + `ccw`...).
+fn on_bus(model: &str, bus: &str) -> Props {
+    Props::new(&format!("{model}-{bus}"))
+}
+
+/// A `-device` given whole.
+struct Device<T: std::fmt::Display>(T);
+
+impl<T: std::fmt::Display> Part for Device<T> {
+    fn args(&self) -> Vec<String> {
+        args(&["-device", &self.0.to_string()])
+    }
+}
+
+/// The container root: virtiofsd's socket, or QEMU's own 9p server.
+struct RootShare<'a> {
+    share: Share,
+    fds: &'a FdLayout,
+    bus: &'a str,
+}
+
+impl Part for RootShare<'_> {
+    fn args(&self) -> Vec<String> {
+        let tag = runq_protocol::ROOTFS_TAG;
+        match (self.share, self.fds.virtiofs_fd) {
+            (Share::Virtiofs, Some(fd)) => {
+                let mut a = Chardev::Socket { id: "rootfs", fd }.args();
+                a.extend(
+                    Device(
+                        on_bus("vhost-user-fs", self.bus)
+                            .with("chardev", "rootfs")
+                            .with("tag", tag),
+                    )
+                    .args(),
+                );
+                a
+            }
+            // passthrough: files carry the guest's owners and modes;
+            // remap: bind mounts under the root keep distinct inodes.
+            _ => {
+                let fsdev = Props::new("local")
+                    .with("id", "rootfs")
+                    .with("path", runq_protocol::CONTAINER_ROOTFS)
+                    .with("security_model", "passthrough")
+                    .with("multidevs", "remap");
+                let mut a = args(&["-fsdev", &fsdev.to_string()]);
+                a.extend(
+                    Device(
+                        on_bus("virtio-9p", self.bus)
+                            .with("fsdev", "rootfs")
+                            .with("mount_tag", tag),
+                    )
+                    .args(),
+                );
+                a
+            }
+        }
+    }
+}
+
+/// A runq disk: its descriptors in fd set `DRIVE_FDSET + index`, the
+/// image format runq create detected, the cache mode asked for (none:
+/// O_DIRECT with native AIO), a virtio-blk device with the id's serial.
+struct DrivePart<'a> {
+    index: usize,
+    drive: &'a Drive,
+    fds: &'a [i32],
+    bus: &'a str,
+}
+
+impl Part for DrivePart<'_> {
+    fn args(&self) -> Vec<String> {
+        let (i, d) = (self.index, self.drive);
+        let set = DRIVE_FDSET + i;
+        let mut a: Vec<String> = self
+            .fds
+            .iter()
+            .flat_map(|&fd| AddFd { fd, set }.args())
+            .collect();
+        let format = match d.format {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        };
+        let mut drive = Props::default()
+            .with("file", format!("/dev/fdset/{set}"))
+            .with("if", "none")
+            .with("id", format!("disk{i}"))
+            .with("format", format)
+            .with("cache", d.cache.as_str());
+        if d.cache == DiskCache::None {
+            drive = drive.with("aio", "native");
+        }
+        if d.format == DiskFormat::Qcow2 {
+            // No backing file, whatever the header says (runq create
+            // refused one it saw; the guest may have written one since).
+            drive = drive.with("backing", "");
+        }
+        if d.readonly {
+            drive = drive.with("readonly", "on");
+        }
+        a.extend(args(&["-drive", &drive.to_string()]));
+        a.extend(
+            Device(
+                on_bus("virtio-blk", self.bus)
+                    .with("drive", format!("disk{i}"))
+                    .with("serial", runq_protocol::spec::disk_serial(&d.id)),
+            )
+            .args(),
+        );
+        a
+    }
+}
+
+/// A container interface: its tap's descriptor and MAC.
+struct NicPart<'a> {
+    index: usize,
+    nic: &'a NicArg,
+    vhost: bool,
+    bus: &'a str,
+}
+
+impl Part for NicPart<'_> {
+    fn args(&self) -> Vec<String> {
+        let id = format!("net{}", self.index);
+        let mut netdev = Props::new("tap").with("id", &id).with("fd", self.nic.fd);
+        if self.vhost {
+            netdev = netdev.with("vhost", "on");
+        }
+        let mut a = args(&["-netdev", &netdev.to_string()]);
+        a.extend(
+            Device(
+                on_bus("virtio-net", self.bus)
+                    .with("netdev", &id)
+                    .with("mac", &self.nic.mac),
+            )
+            .args(),
+        );
+        a
+    }
+}
+
+/// Guests boot without waiting for entropy (hosts like these run low).
+struct Rng<'a> {
+    bus: &'a str,
+}
+
+impl Part for Rng<'_> {
+    fn args(&self) -> Vec<String> {
+        let mut a = args(&["-object", "rng-random,id=rng,filename=/dev/urandom"]);
+        a.extend(Device(on_bus("virtio-rng", self.bus).with("rng", "rng")).args());
+        a
+    }
+}
+
+/// Host TSC frequency for `tsc_early_khz` (TCG on microvm).
+fn tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0).round() as u64)
+}
+
+/// A running QEMU and the console log its guest writes.
+pub struct Qemu {
+    pub child: Child,
+    pub console: PathBuf,
+}
+
+impl Qemu {
+    /// The last lines of the guest console, for error messages.
+    pub fn console_tail(&self) -> String {
+        console_tail(&self.console)
+    }
+}
+
+/// The last lines of a guest console log, for error messages.
+pub fn console_tail(console: &Path) -> String {
+    // The guest writes the console: a byte that is no UTF-8 must not
+    // hide the rest.
+    let text = std::fs::read(console).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // A panic's own line says more than the register dump after it.
+    if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
+        return format!("; guest console: {}", panic.trim());
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    format!("; guest console: {}", tail.join(" | "))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine(arch: GuestArch, accel: Accel) -> Machine {
+        Machine {
+            arch,
+            accel,
+            cpus: 2,
+            mem_mib: 300,
+            cpu_model: None,
+            kernel: "runq".into(),
+            apuuid: None,
+            debug: false,
+        }
+    }
+
+    fn x86_tcg() -> Machine {
+        machine(GuestArch::X86_64, Accel::Tcg)
+    }
+
+    /// The arguments for `m` with a virtiofs root, no drives, no NICs.
+    fn line(m: &Machine) -> Vec<String> {
+        line_with(m, Share::Virtiofs, &[], &host(), &[])
+    }
+
+    fn line_with(
+        m: &Machine,
+        share: Share,
+        drives: &[Drive],
+        host: &HostInfo,
+        macs: &[String],
+    ) -> Vec<String> {
+        let fds = FdLayout::new(&m.kernel, share, drives, macs);
+        command_line(m, share, drives, host, &fds, Shape::Full)
+    }
+
+    /// The value following `flag`, for each occurrence.
+    fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    fn host() -> HostInfo {
+        HostInfo {
+            tsc_khz: Some(2_999_998),
+            vhost_net: false,
+        }
+    }
+
+    struct Case {
+        arch: GuestArch,
+        accel: Accel,
+        binary: &'static str,
+        machine: &'static str,
+        cpu: &'static str,
+        devices: [&'static str; 3],
+        console: &'static str,
+        cmdline_has: &'static [&'static str],
+        cmdline_lacks: &'static [&'static str],
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            arch: GuestArch::X86_64,
+            accel: Accel::Tcg,
+            binary: "qemu-system-x86_64",
+            machine: "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            cpu: "max",
+            devices: [
+                "vhost-user-vsock-device,chardev=vsock",
+                "vhost-user-fs-device,chardev=rootfs,tag=rootfs",
+                "virtio-rng-device,rng=rng",
+            ],
+            console: "-serial chardev:console",
+            cmdline_has: &[
+                "console=ttyS0",
+                "tsc_early_khz=2999998",
+                "tsc=reliable",
+                "rcupdate.rcu_expedited=1",
+                "quiet",
+            ],
+            cmdline_lacks: &[],
+        },
+        Case {
+            arch: GuestArch::X86_64,
+            accel: Accel::Kvm,
+            binary: "qemu-system-x86_64",
+            machine: "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            cpu: "host",
+            devices: [
+                "vhost-user-vsock-device,chardev=vsock",
+                "vhost-user-fs-device,chardev=rootfs,tag=rootfs",
+                "virtio-rng-device,rng=rng",
+            ],
+            console: "-serial chardev:console",
+            cmdline_has: &["console=ttyS0"],
+            cmdline_lacks: &["tsc_early_khz"],
+        },
+        Case {
+            arch: GuestArch::S390x,
+            accel: Accel::Tcg,
+            binary: "qemu-system-s390x",
+            machine: "s390-ccw-virtio",
+            cpu: "max",
+            devices: [
+                "vhost-user-vsock-pci,chardev=vsock",
+                "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
+                "virtio-rng-ccw,rng=rng",
+            ],
+            console: "-device sclpconsole,chardev=console",
+            cmdline_has: &["console=ttysclp0"],
+            cmdline_lacks: &["tsc_early_khz", "ttyS0"],
+        },
+        Case {
+            arch: GuestArch::S390x,
+            accel: Accel::Kvm,
+            binary: "qemu-system-s390x",
+            machine: "s390-ccw-virtio",
+            cpu: "host",
+            devices: [
+                "vhost-user-vsock-pci,chardev=vsock",
+                "vhost-user-fs-ccw,chardev=rootfs,tag=rootfs",
+                "virtio-rng-ccw,rng=rng",
+            ],
+            console: "-device sclpconsole,chardev=console",
+            cmdline_has: &["console=ttysclp0"],
+            cmdline_lacks: &["tsc_early_khz"],
+        },
+    ];
+
+    #[test]
+    fn arguments_per_arch_and_accelerator() {
+        for c in CASES {
+            let args = line(&machine(c.arch, c.accel));
+            let ctx = format!("{:?}/{:?}", c.arch, c.accel);
+            assert_eq!(binary(c.arch), c.binary, "{ctx}");
+            assert_eq!(values(&args, "-machine")[0], c.machine, "{ctx}");
+            assert_eq!(values(&args, "-cpu"), [c.cpu], "{ctx}");
+            assert_eq!(
+                values(&args, "-device")[values(&args, "-device").len() - 3..],
+                c.devices,
+                "{ctx}"
+            );
+            assert!(
+                args.join(" ").contains(c.console),
+                "{ctx}: console {}",
+                c.console
+            );
+            let cmdline = values(&args, "-append")[0];
+            for want in c.cmdline_has {
+                assert!(
+                    cmdline.split(' ').any(|w| w == *want),
+                    "{ctx}: {want} in {cmdline}"
+                );
+            }
+            for bad in c.cmdline_lacks {
+                assert!(!cmdline.contains(bad), "{ctx}: {bad} in {cmdline}");
+            }
+        }
+    }
+
+    #[test]
+    fn nics_per_arch_with_and_without_vhost() {
+        let macs = ["02:42:ac:11:00:02".to_string(), "02:42:ac:12:00:05".into()];
+        let args = line_with(&x86_tcg(), Share::Virtiofs, &[], &host(), &macs);
+        assert_eq!(
+            values(&args, "-netdev"),
+            ["tap,id=net0,fd=3", "tap,id=net1,fd=4"]
+        );
+        let devices = values(&args, "-device");
+        assert!(devices.contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
+        assert!(devices.contains(&"virtio-net-device,netdev=net1,mac=02:42:ac:12:00:05"));
+        // The console, vsock and virtiofs descriptors follow the taps.
+        assert_eq!(values(&args, "-add-fd"), ["fd=5,set=1"]);
+        assert!(values(&args, "-chardev").contains(&"socket,id=vsock,fd=6"));
+        assert!(values(&args, "-chardev").contains(&"socket,id=rootfs,fd=7"));
+        let vhost = HostInfo {
+            vhost_net: true,
+            ..host()
+        };
+        let s390 = machine(GuestArch::S390x, Accel::Kvm);
+        let args = line_with(&s390, Share::Virtiofs, &[], &vhost, &macs);
+        assert_eq!(values(&args, "-netdev")[0], "tap,id=net0,fd=3,vhost=on");
+        assert!(
+            values(&args, "-device").contains(&"virtio-net-ccw,netdev=net0,mac=02:42:ac:11:00:02")
+        );
+        let none = line(&x86_tcg());
+        assert!(
+            values(&none, "-netdev").is_empty(),
+            "--network none: no NIC"
+        );
+    }
+
+    #[test]
+    fn ninep_root_is_served_by_qemu_per_arch() {
+        for (arch, dev) in [
+            (
+                GuestArch::X86_64,
+                "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs",
+            ),
+            (
+                GuestArch::S390x,
+                "virtio-9p-ccw,fsdev=rootfs,mount_tag=rootfs",
+            ),
+        ] {
+            let args = line_with(&machine(arch, Accel::Tcg), Share::NineP, &[], &host(), &[]);
+            assert_eq!(
+                values(&args, "-fsdev"),
+                ["local,id=rootfs,path=/rootfs,security_model=passthrough,multidevs=remap"]
+            );
+            assert!(values(&args, "-device").contains(&dev), "{arch:?}");
+            assert!(
+                !args.join(" ").contains("vhost-user-fs"),
+                "{arch:?}: no virtiofs device with 9p"
+            );
+        }
+    }
+
+    #[test]
+    fn disks_get_format_cache_and_serial_per_arch() {
+        let drive = |id: &str, path: &str, cache, format, readonly| Drive {
+            id: id.into(),
+            path: path.into(),
+            cache,
+            format,
+            readonly,
+        };
+        let drives = [
+            drive(
+                "a",
+                "/dev/runq/a/none",
+                DiskCache::None,
+                DiskFormat::Raw,
+                false,
+            ),
+            drive(
+                "b-2",
+                "/dev/runq/b,x",
+                DiskCache::Writeback,
+                DiskFormat::Qcow2,
+                true,
+            ),
+        ];
+        let args = line_with(&x86_tcg(), Share::Virtiofs, &drives, &host(), &[]);
+        assert_eq!(
+            values(&args, "-drive"),
+            [
+                "file=/dev/fdset/10,if=none,id=disk0,format=raw,cache=none,aio=native",
+                "file=/dev/fdset/11,if=none,id=disk1,format=qcow2,cache=writeback,backing=,readonly=on",
+            ]
+        );
+        // The proxy's descriptors: read-only and read-write for disk0,
+        // read-only only for the read-only disk1; the console's first.
+        assert_eq!(
+            values(&args, "-add-fd"),
+            ["fd=3,set=1", "fd=6,set=10", "fd=7,set=10", "fd=8,set=11"]
+        );
+        let devices = values(&args, "-device");
+        assert!(devices.contains(&"virtio-blk-device,drive=disk0,serial=a"));
+        assert!(devices.contains(&"virtio-blk-device,drive=disk1,serial=b-2"));
+        let s390 = machine(GuestArch::S390x, Accel::Tcg);
+        let args = line_with(&s390, Share::Virtiofs, &drives, &host(), &[]);
+        assert!(values(&args, "-device").contains(&"virtio-blk-ccw,drive=disk0,serial=a"));
+    }
+
+    #[test]
+    fn ap_passthrough_only_on_s390x() {
+        let mut v = machine(GuestArch::S390x, Accel::Kvm);
+        v.apuuid = Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into());
+        let args = line(&v);
+        assert!(values(&args, "-device").contains(
+            &"vfio-ap,sysfsdev=/sys/devices/vfio_ap/matrix/e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f"
+        ));
+        v.arch = GuestArch::X86_64;
+        let args = line(&v);
+        assert!(!args.join(" ").contains("vfio-ap"));
+    }
+
+    #[test]
+    fn tcg_translation_cache_is_capped() {
+        let args = line(&x86_tcg());
+        assert_eq!(values(&args, "-accel"), ["tcg,tb-size=32"]);
+        let args = line(&machine(GuestArch::X86_64, Accel::Kvm));
+        assert_eq!(values(&args, "-accel"), ["kvm"]);
+    }
+
+    #[test]
+    fn sizing_memory_backend_and_boot_files() {
+        let args = line(&x86_tcg());
+        assert_eq!(values(&args, "-smp"), ["2"]);
+        assert_eq!(values(&args, "-m"), ["300M"]);
+        assert!(
+            values(&args, "-object").contains(&"memory-backend-memfd,id=mem,size=300M,share=on")
+        );
+        assert_eq!(values(&args, "-machine")[1], "memory-backend=mem");
+        assert_eq!(values(&args, "-kernel"), ["/kernels/runq/kernel"]);
+        assert_eq!(values(&args, "-initrd"), ["/kernels/runq/initrd"]);
+        assert!(args.contains(&"-nodefaults".to_string()));
+        assert_eq!(
+            values(&args, "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
+        assert!(
+            args.contains(&"-no-reboot".to_string()),
+            "a guest panic must end QEMU"
+        );
+    }
+
+    #[test]
+    fn cpu_model_and_debug_are_honoured() {
+        let mut v = x86_tcg();
+        v.cpu_model = Some("Skylake-Client,-hle".into());
+        v.debug = true;
+        let args = line(&v);
+        assert_eq!(values(&args, "-cpu"), ["Skylake-Client,-hle"]);
+        let cmdline = values(&args, "-append")[0];
+        assert!(cmdline.contains("loglevel=7") && !cmdline.contains("quiet"));
+    }
+
+    #[test]
+    fn unknown_tsc_frequency_leaves_it_to_the_kernel() {
+        let args = line_with(&x86_tcg(), Share::Virtiofs, &[], &HostInfo::default(), &[]);
+        assert!(!values(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn the_floor_is_the_same_machine_without_helpers() {
+        let m = x86_tcg();
+        let full = line(&m);
+        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &[], &[]);
+        let floor = command_line(&m, Share::Virtiofs, &[], &host(), &fds, Shape::Floor);
+        for flag in [
+            "-machine", "-accel", "-cpu", "-smp", "-m", "-kernel", "-initrd", "-sandbox",
+        ] {
+            assert_eq!(values(&floor, flag), values(&full, flag), "{flag}");
+        }
+        let cmdline = values(&floor, "-append")[0];
+        assert_eq!(
+            cmdline,
+            format!("{} runq.poweroff", values(&full, "-append")[0])
+        );
+        assert!(values(&floor, "-add-fd").is_empty());
+        assert_eq!(values(&floor, "-chardev"), ["null,id=console"]);
+        assert_eq!(values(&floor, "-device"), ["virtio-rng-device,rng=rng"]);
+    }
+
+    #[test]
+    fn property_values_cannot_add_properties() {
+        let p = Props::new("virtio-blk-device").with("serial", "a,drive=other");
+        assert_eq!(p.to_string(), "virtio-blk-device,serial=a,,drive=other");
+    }
+}
