@@ -105,7 +105,7 @@ test_accel_kvm_refused_where_kvm_cannot_run_guests() {
     skip "this host's KVM is not PVM; the refusal path is for hosts whose KVM cannot run stock guests"
     return
   fi
-  err=$("${RUNQ_ENV[@]}" --rm -e RUNQ_ACCEL=kvm "$IMAGE" true 2>&1) && why "docker run succeeded" && return 1
+  err=$("${RUNQ_ENV[@]}" --rm -e RUNQ_ACCEL=kvm "$IMAGE" true 2>&1) && { why "docker run succeeded"; return 1; }
   [[ "$err" == *"--accel kvm: KVM cannot run a guest here"* ]] || why "message was: $err"
 }
 

@@ -76,13 +76,14 @@ test_vm_sizing() {
 }
 
 test_invalid_sizes_are_refused_by_name() {
-  local err
-  err=$("${RUNQ[@]}" --rm -e RUNQ_CPU=0 "$IMAGE" true 2>&1) && why "RUNQ_CPU=0 accepted" && return 1
+  local err created
+  created=$(docker ps -aq --filter status=created | grep -c . || true)
+  err=$("${RUNQ[@]}" --rm -e RUNQ_CPU=0 "$IMAGE" true 2>&1) && { why "RUNQ_CPU=0 accepted"; return 1; }
   [[ "$err" == *'RUNQ_CPU="0": not a number of vCPUs'* ]] || why "message was: $err" || return
-  err=$("${RUNQ[@]}" --rm -e RUNQ_MEM=32 "$IMAGE" true 2>&1) && why "RUNQ_MEM=32 accepted" && return 1
+  err=$("${RUNQ[@]}" --rm -e RUNQ_MEM=32 "$IMAGE" true 2>&1) && { why "RUNQ_MEM=32 accepted"; return 1; }
   [[ "$err" == *'RUNQ_MEM="32": not a number of MiB between 64'* ]] || why "message was: $err" || return
   expect_eq "QEMU/helper processes after refusals" 0 "$(vm_processes)" || return
-  expect_eq "containers left by --rm refusals" 0 "$(docker ps -aq --filter status=created | grep -c . || true)"
+  expect_eq "containers left by --rm refusals" "$created" "$(docker ps -aq --filter status=created | grep -c . || true)"
 }
 
 test_vm_not_oom_killed_when_guest_uses_its_memory() {

@@ -112,10 +112,10 @@ test_runq_dns_options_write_the_documented_resolv_conf() {
 
 test_host_and_container_networks_are_refused_clearly() {
   local err c; c=$(cname netsrc)
-  err=$("${RUNQ[@]}" --rm --network host "$IMAGE" true 2>&1) && why "--network host accepted" && return 1
+  err=$("${RUNQ[@]}" --rm --network host "$IMAGE" true 2>&1) && { why "--network host accepted"; return 1; }
   [[ "$err" == *"runq: --network host is not supported"* ]] || why "message was: $err" || return
   "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'echo ready; exec sleep 600' >/dev/null && wait_log "$c" ready || return
-  err=$("${RUNQ[@]}" --rm --network "container:$c" "$IMAGE" true 2>&1) && why "--network container: accepted" && return 1
+  err=$("${RUNQ[@]}" --rm --network "container:$c" "$IMAGE" true 2>&1) && { why "--network container: accepted"; return 1; }
   [[ "$err" == *"runq: --network container:... is not supported"* ]] || why "message was: $err"
 }
 

@@ -151,7 +151,7 @@ test_bad_disk_specs_are_refused_by_name_with_nothing_left() {
   drop_disks
   [[ "$out" == *'runq disk id "a" is used twice'* ]] || why "duplicate id: $out" || return
   expect_eq "QEMU/helper processes left" 0 "$(vm_processes)" || return
-  local left; left=$(ls -d /run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/*/ 2>/dev/null | grep -c . || true)
+  local left; left=$(task_bundles | grep -c . || true)
   expect_eq "task bundles left" "$(docker ps -q | grep -c . || true)" "$left"
 }
 

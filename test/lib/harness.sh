@@ -44,6 +44,33 @@ wait_exit() {
   timeout "${2:-60}" docker wait "$1" 2>/dev/null || echo timeout
 }
 
+# containerd_state_dirs: where a containerd serving dockerd keeps its
+# task bundles: dockerd's own (state /run/docker/containerd/daemon), the
+# system's (/run/containerd), and whatever state directory a running
+# containerd was given (--state, or state = in its --config file).
+containerd_state_dirs() {
+  local pid args cfg
+  {
+    echo /run/docker/containerd/daemon
+    echo /run/containerd
+    for pid in $(pgrep -x containerd); do
+      args=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null)
+      sed -n '/^--state$/{n;p}; s/^--state=//p' <<<"$args"
+      cfg=$(sed -n '/^\(-c\|--config\)$/{n;p}; s/^--config=//p' <<<"$args")
+      [ -z "$cfg" ] || sed -n 's/^state *= *"\(.*\)"/\1/p' "$cfg" 2>/dev/null
+    done
+  } | xargs -r realpath -m | sort -u
+}
+
+# task_bundles: the task bundle directories of dockerd's containers
+# (namespace moby), under any of those; one a line.
+task_bundles() {
+  local d
+  for d in $(containerd_state_dirs); do
+    ls -d "$d"/io.containerd.runtime.v2.task/moby/*/ 2>/dev/null
+  done
+}
+
 # Processes that must not outlive a runq container.
 vm_processes() {
   pgrep -c -f '^(qemu-system|virtiofsd|vhost-device-vsock|/usr/bin/runq-proxy)' || true
