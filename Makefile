@@ -102,8 +102,8 @@ install: deps tree
 	rm -rf $(PREFIX)/qemu.new && cp -a $(TREE) $(PREFIX)/qemu.new
 	rm -rf $(PREFIX)/qemu.old; [ ! -d $(PREFIX)/qemu ] || mv $(PREFIX)/qemu $(PREFIX)/qemu.old
 	mv $(PREFIX)/qemu.new $(PREFIX)/qemu && rm -rf $(PREFIX)/qemu.old
-	test/lib/register-docker.sh $(PREFIX)/runq
-	test/lib/dockerd.sh ensure
+	contrib/daemon-json.py register $(PREFIX)/runq
+	contrib/dockerd.sh ensure
 
 ## install-containerd (opt-in): runtime handler "runq" in CONTAINERD_CONFIG
 CONTAINERD_CONFIG ?= /etc/containerd/config.toml

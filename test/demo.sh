@@ -2,7 +2,7 @@
 # make demo: run a container in a VM and show that it is one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-test/lib/dockerd.sh ensure
+contrib/dockerd.sh ensure
 IMAGE=runq-test/busybox:latest
 echo "==> image: $IMAGE (busybox-static through docker import; seconds, once)"
 test/lib/image.sh

@@ -54,8 +54,8 @@ tree_copy() {
   dir=$(mktemp -d /var/lib/runq/test-tree.XXXXXX)
   echo "$dir" >>"$_trees_file"
   cp -al /var/lib/runq/qemu/. "$dir/"
-  test/lib/register-docker.sh /var/lib/runq/runq "$name" --qemu-tree "$dir" "${ACCEL_ARGS[@]}" >/dev/null
-  test/lib/dockerd.sh ensure
+  contrib/daemon-json.py register /var/lib/runq/runq "$name" --qemu-tree "$dir" "${ACCEL_ARGS[@]}" >/dev/null
+  contrib/dockerd.sh ensure
   wait_runtime "$name" 2>/dev/null || why "dockerd did not pick up runtime $name within 30s" || return
   echo "$dir"
 }
@@ -64,8 +64,8 @@ drop_tree_copies() {
   for d in $(cat "$_trees_file"); do rm -rf "$d"; done
   : >"$_trees_file"
   # Unregister the runtimes that pointed at them.
-  test/lib/daemon-json.py drop-runtimes /var/lib/runq/test-tree.
-  test/lib/dockerd.sh ensure
+  contrib/daemon-json.py drop-runtimes /var/lib/runq/test-tree.
+  contrib/dockerd.sh ensure
 }
 
 test_guest_init_that_never_answers_fails_naming_the_stage() {
@@ -114,7 +114,7 @@ test_live_restore_dockerd_restart_keeps_vms_running() {
   "${RUNQ[@]}" -d --name "$c" "$IMAGE" sh -c 'trap "exit 3" TERM; echo ready; while :; do sleep 1; done' >/dev/null &&
     wait_log "$c" ready || { set_live_restore false; return 1; }
   qemu_before=$(pgrep -f '^qemu-system' | sort | tr '\n' ' ')
-  test/lib/dockerd.sh restart || { set_live_restore false; why "dockerd restart failed"; return 1; }
+  contrib/dockerd.sh restart || { set_live_restore false; why "dockerd restart failed"; return 1; }
   qemu_after=$(pgrep -f '^qemu-system' | sort | tr '\n' ' ')
   expect_eq "QEMU processes across the dockerd restart" "$qemu_before" "$qemu_after" || { set_live_restore false; return 1; }
   expect_eq "running after the restart" true "$(docker inspect -f '{{.State.Running}}' "$c")" || { set_live_restore false; return 1; }
@@ -128,9 +128,9 @@ test_live_restore_dockerd_restart_keeps_vms_running() {
 set_live_restore() {
   # dockerd reloads only keys present in the file: "false" is written, and
   # the key removed once dockerd reports it off (absent means off).
-  test/lib/daemon-json.py set live-restore "$1" || { why "could not edit daemon.json"; return 1; }
-  test/lib/dockerd.sh ensure
+  contrib/daemon-json.py set live-restore "$1" || { why "could not edit daemon.json"; return 1; }
+  contrib/dockerd.sh ensure
   timeout 30 sh -c "until [ \"\$(docker info --format '{{.LiveRestoreEnabled}}')\" = $1 ]; do sleep 0.1; done" ||
     why "dockerd did not report LiveRestoreEnabled=$1 within 30s" || return
-  [ "$1" = true ] || test/lib/daemon-json.py del live-restore
+  [ "$1" = true ] || contrib/daemon-json.py del live-restore
 }
