@@ -66,8 +66,9 @@ pub enum HostMsg {
     Resize { rows: u16, cols: u16 },
 }
 
-/// What the guest (runq-init) sends after the Hello. A guest cannot send
-/// a host message: it would not decode.
+/// What the guest (runq-init) sends after the Hello. The host reads the
+/// guest's frames as nothing else: a host message has no path there (its
+/// bytes are read as whatever guest message they spell, or refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestMsg {
     /// Workload output.
@@ -361,8 +362,8 @@ mod tests {
             payload(&GuestMsg::Exit(ExitStatus::Signaled(i32::MAX))),
             [0x02, 0x01, 0xfe, 0xff, 0xff, 0xff, 0x0f]
         );
-        // A host message from the guest (Resize { 24, 80 }) does not
-        // decode as a guest message: no branch for it exists.
+        // The bytes of a host message (Resize { 24, 80 }) read as a guest
+        // message: here a Failed cut short, refused.
         let resize = encode(&HostMsg::Resize { rows: 24, cols: 80 }).unwrap()[4..].to_vec();
         assert_eq!(resize, [0x03, 0x18, 0x50]);
         assert!(decode::<GuestMsg>(&resize).is_err());

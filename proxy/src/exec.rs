@@ -16,7 +16,6 @@ pub fn run(args: &[String]) -> Result<i32> {
     // The container's strict filter from the start (runc gives an exec'd
     // process no capabilities here, and no filter: the container's
     // profile is the workload's, in the guest).
-    // (A container made by an older runq has none in its vm.json.)
     let vm = crate::load_spec()?;
     if !vm.host.filters.strict.is_empty() {
         runq_protocol::bpf::install_all_threads(&runq_protocol::bpf::unpack(

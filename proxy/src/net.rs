@@ -147,8 +147,17 @@ pub fn attach_all(keep_addrs: bool) -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
     for (i, config) in found.into_iter().enumerate() {
         let name = format!("rqtap{i}");
         if keep_addrs {
-            // A pod's earlier container left its redirect to a tap now gone.
-            let _ = tc(&["qdisc", "del", "dev", &config.name, "ingress"]);
+            // A pod's earlier container left its redirect to a tap now
+            // gone (tc shows its target as `*`): that ingress qdisc goes,
+            // and only one like it; any other makes the redirect below
+            // fail with its reason.
+            let filters = run(
+                "tc",
+                &["filter", "show", "dev", &config.name, "parent", "ffff:"],
+            );
+            if filters.is_ok_and(|f| is_stale_redirect(&f)) {
+                tc(&["qdisc", "del", "dev", &config.name, "ingress"])?;
+            }
         } else {
             ip(&["addr", "flush", "dev", &config.name])?;
         }
@@ -157,6 +166,17 @@ pub fn attach_all(keep_addrs: bool) -> Result<(Vec<Nic>, Vec<RouteConfig>)> {
         nics.push(Nic { config, tap });
     }
     Ok((nics, routes))
+}
+
+/// An ingress filter list (`tc filter show`) that only redirects to a
+/// runq tap or to a device gone since.
+fn is_stale_redirect(filters: &str) -> bool {
+    let targets: Vec<&str> = filters
+        .split("Redirect to device ")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap_or(""))
+        .collect();
+    !targets.is_empty() && targets.iter().all(|t| *t == "*" || t.starts_with("rqtap"))
 }
 
 /// A tap device `name` whose traffic and `dev`'s are redirected to each
@@ -264,6 +284,18 @@ mod tests {
         let r = routes_from_json(v6, true, &nics).unwrap();
         assert_eq!(r.len(), 1);
         assert!(r[0].ipv6 && r[0].via.as_deref() == Some("fd00::1"));
+    }
+
+    #[test]
+    fn only_runqs_own_redirects_are_stale() {
+        let gone = "filter parent ffff: protocol all pref 49152 u32 chain 0 fh 800::800 order 2048 key ht 800 bkt 0 terminal flowid ??? not_in_hw\n  match 00000000/00000000 at 0\n\taction order 1: mirred (Egress Redirect to device *) stolen\n";
+        assert!(is_stale_redirect(gone));
+        assert!(is_stale_redirect(&gone.replace('*', "rqtap0")));
+        assert!(!is_stale_redirect(&gone.replace('*', "ifb0")));
+        assert!(!is_stale_redirect(
+            "filter parent ffff: protocol ip pref 1 bpf chain 0"
+        ));
+        assert!(!is_stale_redirect(""));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub fn host_facts(
     tree: &Path,
     accel: runq_protocol::Accel,
     apuuid: Option<&str>,
+    cri_sandbox_pid: Option<u32>,
 ) -> Result<HostFacts> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let bounding_caps = status
@@ -91,7 +92,8 @@ pub fn host_facts(
         bounding_caps,
         devices,
         is_host_netns,
-        netns_users,
+        netns_pids,
+        cri_sandbox_pid,
         disk_format,
         fs: &crate::host_fs::HostFs,
         tree_dirs: tree_dirs(tree)?,
@@ -124,35 +126,39 @@ fn is_host_netns(path: &Path) -> bool {
     same_file(path, Path::new("/proc/self/ns/net"))
 }
 
-/// How many processes have a thread in the network namespace at `path`
-/// (every task, not only thread-group leaders: a thread may have joined
-/// it with setns); unreadable paths count as `usize::MAX`: refused rather
-/// than guessed.
-fn netns_users(path: &Path) -> usize {
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return usize::MAX;
-    };
-    if fs::metadata(path).is_err() {
-        return usize::MAX;
-    }
-    let numeric = |e: &fs::DirEntry| {
-        e.file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-    };
-    procs
+/// The processes with a thread in the network namespace at `path` (every
+/// task, not only thread-group leaders: a thread may have joined it with
+/// setns); `None` when unreadable: refused rather than guessed.
+fn netns_pids(path: &Path) -> Option<Vec<u32>> {
+    let procs = fs::read_dir("/proc").ok()?;
+    fs::metadata(path).ok()?;
+    let pids = procs
         .flatten()
-        .filter(numeric)
-        .filter(|p| {
-            let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
-                return false; // gone meanwhile
-            };
+        .filter_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            // Gone meanwhile: not a user.
+            let mut tasks = fs::read_dir(p.path().join("task")).ok()?;
             tasks
-                .flatten()
-                .any(|t| same_file(&t.path().join("ns/net"), path))
+                .any(|t| t.is_ok_and(|t| same_file(&t.path().join("ns/net"), path)))
+                .then_some(pid)
         })
-        .count()
+        .collect();
+    Some(pids)
+}
+
+/// The pid of pod sandbox `id` when the lower runtime runs it and its own
+/// spec marks it as containerd's CRI does (`io.kubernetes.cri.sandbox-id`
+/// its own id, unknowable before its creation): what makes a container
+/// that claims to be the pod's one. Anything else: `None`.
+pub fn cri_sandbox_pid(cli: &crate::cli::Cli, id: &str) -> Option<u32> {
+    let state = crate::commands::lower::lower_state(cli, id).ok()?;
+    if state["status"].as_str() != Some("running") {
+        return None;
+    }
+    let pid = u32::try_from(state["pid"].as_u64()?).ok()?;
+    let config = Path::new(state["bundle"].as_str()?).join("config.json");
+    let spec = oci_spec::runtime::Spec::load(config).ok()?;
+    matches!(bundle::is_cri_sandbox(&spec, id), Ok(true)).then_some(pid)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

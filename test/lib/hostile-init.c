@@ -63,7 +63,8 @@ int main(void) {
     static const unsigned char bad[] = {0x7f, 0xff, 0xff};
     frame(bad, sizeof bad);
   } else if (!strcmp(mode, "hostonly")) {
-    /* HostMsg::Resize { 24, 80 }: no guest message decodes from it */
+    /* HostMsg::Resize { 24, 80 }'s bytes: the host reads them as a GuestMsg
+     * (a Failed cut short), so they are refused as any bad frame */
     static const unsigned char resize[] = {0x03, 0x18, 0x50};
     frame(resize, sizeof resize);
   } else if (!strcmp(mode, "signal")) {

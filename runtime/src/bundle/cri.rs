@@ -43,8 +43,10 @@ pub(super) fn cri_container_type(spec: &Spec) -> Option<&str> {
 /// host's, nor one another container lives in (its VM has its links).
 /// A CRI pod's container joins the pod's namespace, where the sandbox
 /// (no VM) lives, while no other container of the pod runs: the first
-/// VM holds the pod's interfaces. Returns whether the namespace outlives
-/// the container (given by path).
+/// VM holds the pod's interfaces. Only a sandbox the caller verified
+/// (`HostFacts::cri_sandbox_pid`, living in that namespace) makes it a
+/// pod's; an annotation alone gets the rule of any other container.
+/// Returns whether the namespace outlives the container (given by path).
 pub(super) fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<bool, BundleError> {
     let namespaces = spec
         .linux()
@@ -63,9 +65,10 @@ pub(super) fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<b
     if (host.is_host_netns)(path) {
         return Err(BundleError::HostNetwork);
     }
-    let users = (host.netns_users)(path);
-    if cri_container_type(spec) == Some("container") {
-        if users > 1 {
+    let pids = (host.netns_pids)(path).ok_or_else(|| BundleError::NetnsUnknown(path.clone()))?;
+    let sandbox = host.cri_sandbox_pid.filter(|p| pids.contains(p));
+    if cri_container_type(spec) == Some("container") && sandbox.is_some() {
+        if pids.len() > 1 {
             let pod = spec
                 .annotations()
                 .as_ref()
@@ -76,8 +79,17 @@ pub(super) fn check_network_namespace(spec: &Spec, host: &HostFacts) -> Result<b
         }
         return Ok(true);
     }
-    if users > 0 {
+    if !pids.is_empty() {
         return Err(BundleError::SharedNetwork);
     }
     Ok(true)
+}
+
+/// The pod sandbox a CRI container's annotation names (its id), when the
+/// container says it is a CRI pod's app container.
+pub fn cri_sandbox_of(spec: &Spec) -> Option<String> {
+    if cri_container_type(spec) != Some("container") {
+        return None;
+    }
+    spec.annotations().as_ref()?.get(CRI_SANDBOX_ID).cloned()
 }

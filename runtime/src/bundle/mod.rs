@@ -84,10 +84,14 @@ pub struct HostFacts {
     /// Whether a namespace path names the host's network namespace
     /// (Docker passes `--network host` as a path).
     pub is_host_netns: fn(&Path) -> bool,
-    /// How many processes live in the network namespace at a path
+    /// The processes that live in the network namespace at a path
     /// (another container's, as with `--network container:X`; a pod's
-    /// sandbox); `usize::MAX` when that cannot be told.
-    pub netns_users: fn(&Path) -> usize,
+    /// sandbox); `None` when that cannot be told.
+    pub netns_pids: fn(&Path) -> Option<Vec<u32>>,
+    /// For a CRI pod's container: the pid of the running sandbox its
+    /// annotation names, only when that sandbox's own spec marks it as
+    /// containerd's CRI does (see `is_cri_sandbox`).
+    pub cri_sandbox_pid: Option<u32>,
     /// The format of a disk image or device, `None` when the path is
     /// neither a regular file nor a block device.
     pub disk_format: fn(&Path) -> Result<DiskFormat, disks::ImageRefusal>,
@@ -124,6 +128,8 @@ pub enum BundleError {
     HostNetwork,
     #[error("--network container:... is not supported: that namespace's interfaces already belong to the other container's VM")]
     SharedNetwork,
+    #[error("network namespace {0:?}: cannot tell which processes live in it; refused")]
+    NetnsUnknown(PathBuf),
     #[error("pod {0}: another of its containers is running, and its VM holds the pod's network (the pod IP lives in that guest); runq runs a pod's containers one at a time: init containers, then one app container")]
     PodNetworkHeld(String),
     #[error("sysctl {0:?}: not a sysctl name (letters, digits, '_', '-' between dots)")]
@@ -288,11 +294,13 @@ mod tests {
                 minor: 232,
             }],
             is_host_netns: |p| p == Path::new("/proc/1/ns/net"),
-            netns_users: |p| match p.to_str() {
-                Some(p) if p.starts_with("/proc/") => 1,
-                Some(p) if p.ends_with("/held-pod") => 5,
-                _ => 0,
+            netns_pids: |p| match p.to_str() {
+                Some(p) if p.starts_with("/proc/") => Some(vec![42]),
+                Some(p) if p.ends_with("/held-pod") => Some(vec![42, 50, 51, 52]),
+                Some(p) if p.ends_with("/unreadable") => None,
+                _ => Some(vec![]),
             },
+            cri_sandbox_pid: Some(42),
             disk_format: |p| match p.to_str() {
                 Some("/img/q.qcow2") => Ok(runq_protocol::DiskFormat::Qcow2),
                 Some("/img/dir") => Err(disks::ImageRefusal::NotAnImage),
@@ -849,6 +857,34 @@ mod tests {
         assert!(matches!(
             run_rewrite(&held),
             Err(BundleError::PodNetworkHeld(_))
+        ));
+        // The annotation alone is anybody's: without a running sandbox of
+        // the CRI's making in that namespace, the non-CRI rule applies.
+        let spec: Spec = serde_json::from_str(&pod).unwrap();
+        let settings = resolve(&RuntimeOpts::default(), &[], docker_sizing(&spec)).unwrap();
+        for pid in [None, Some(7)] {
+            let unbound = HostFacts {
+                cri_sandbox_pid: pid,
+                ..self::tests::host()
+            };
+            let r = rewrite(
+                spec.clone(),
+                "abc",
+                Path::new("/b"),
+                Path::new("/var/lib/runq/qemu"),
+                &settings,
+                &unbound,
+                false,
+            );
+            assert!(matches!(r, Err(BundleError::SharedNetwork)), "{pid:?}");
+        }
+        let unreadable = DOCKER_CONFIG.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/run/netns/unreadable"}"#,
+        );
+        assert!(matches!(
+            run_rewrite(&unreadable),
+            Err(BundleError::NetnsUnknown(_))
         ));
         let claims: Spec =
             serde_json::from_str(&pod.replace(r#""container"}"#, r#""sandbox"}"#)).unwrap();

@@ -124,7 +124,14 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
     if let Some(w) = &warning {
         log.warn(&format!("runq: {id}: {w}"));
     }
-    let host = crate::host::host_facts(&cli.opts.qemu_tree, accel, settings.apuuid.as_deref())?;
+    let sandbox =
+        bundle::cri_sandbox_of(&spec).and_then(|sid| crate::host::cri_sandbox_pid(cli, &sid));
+    let host = crate::host::host_facts(
+        &cli.opts.qemu_tree,
+        accel,
+        settings.apuuid.as_deref(),
+        sandbox,
+    )?;
     let mut rewritten = bundle::rewrite(
         spec,
         id,

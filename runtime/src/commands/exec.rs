@@ -6,14 +6,14 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use oci_spec::runtime::Process;
 use runq_protocol::{VmSpec, VM_SPEC_FILE};
 
-use super::{lower::exec_lower, verb_args};
+use super::lower::{exec_lower, lower_state};
+use super::verb_args;
 use crate::bundle;
 use crate::cli::{Cli, ExecArgs};
 
@@ -31,7 +31,15 @@ pub fn exec(cli: &Cli, verb: &[OsString]) -> Result<i32> {
             e.container_id
         )
     })?;
-    let vm = VmSpec::from_json(&vm).with_context(|| vm_path.display().to_string())?;
+    // A container keeps the vm.json, proxy and guest it was created with;
+    // `make install` replaces the tree under it (see README Limitations).
+    let vm = VmSpec::from_json(&vm).with_context(|| {
+        format!(
+            "{}: not this runq's VM description (was runq upgraded since {} started? restart it)",
+            vm_path.display(),
+            e.container_id
+        )
+    })?;
     if vm.host.noexec {
         bail!("exec is disabled for this container (RUNQ_NOEXEC / --noexec)");
     }
@@ -52,20 +60,7 @@ fn rewrite_process(path: &Path) -> Result<()> {
 
 /// The bundle directory of a container, from the lower runtime's state.
 fn container_bundle(cli: &Cli, id: &str) -> Result<PathBuf> {
-    let out = Command::new(&cli.opts.lower_runtime)
-        .args(cli.lower_global_args())
-        .args(["state", id])
-        .output()
-        .with_context(|| format!("running {} state", cli.opts.lower_runtime))?;
-    if !out.status.success() {
-        bail!(
-            "container {id}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let state: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("parsing the container state")?;
-    state["bundle"]
+    lower_state(cli, id)?["bundle"]
         .as_str()
         .map(PathBuf::from)
         .with_context(|| format!("container {id}: no bundle in its state"))

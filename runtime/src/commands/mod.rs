@@ -3,7 +3,7 @@
 
 mod create;
 mod exec;
-mod lower;
+pub(crate) mod lower;
 mod start;
 
 use std::ffi::OsString;
