@@ -420,19 +420,13 @@ struct RootShare<'a> {
 impl Part for RootShare<'_> {
     fn args(&self) -> Vec<String> {
         let tag = runq_protocol::ROOTFS_TAG;
-        match (self.share, self.fds.virtiofs_fd) {
-            (Share::Virtiofs, Some(fd)) => {
-                let mut a = Chardev::Socket { id: "rootfs", fd }.args();
-                a.extend(
-                    Device(
-                        on_bus("vhost-user-fs", self.bus)
-                            .with("chardev", "rootfs")
-                            .with("tag", tag),
-                    )
-                    .args(),
-                );
-                a
-            }
+        let (mut a, device) = match (self.share, self.fds.virtiofs_fd) {
+            (Share::Virtiofs, Some(fd)) => (
+                Chardev::Socket { id: "rootfs", fd }.args(),
+                on_bus("vhost-user-fs", self.bus)
+                    .with("chardev", "rootfs")
+                    .with("tag", tag),
+            ),
             // passthrough: files carry the guest's owners and modes;
             // remap: bind mounts under the root keep distinct inodes.
             _ => {
@@ -441,18 +435,16 @@ impl Part for RootShare<'_> {
                     .with("path", runq_protocol::CONTAINER_ROOTFS)
                     .with("security_model", "passthrough")
                     .with("multidevs", "remap");
-                let mut a = args(&["-fsdev", &fsdev.to_string()]);
-                a.extend(
-                    Device(
-                        on_bus("virtio-9p", self.bus)
-                            .with("fsdev", "rootfs")
-                            .with("mount_tag", tag),
-                    )
-                    .args(),
-                );
-                a
+                (
+                    args(&["-fsdev", &fsdev.to_string()]),
+                    on_bus("virtio-9p", self.bus)
+                        .with("fsdev", "rootfs")
+                        .with("mount_tag", tag),
+                )
             }
-        }
+        };
+        a.extend(Device(device).args());
+        a
     }
 }
 

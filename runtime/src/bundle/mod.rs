@@ -329,6 +329,14 @@ mod tests {
         }
     }
 
+    /// Docker's config with its network namespace given by path.
+    fn with_netns(path: &str) -> String {
+        DOCKER_CONFIG.replace(
+            r#"{"type": "network"}"#,
+            &format!(r#"{{"type": "network", "path": "{path}"}}"#),
+        )
+    }
+
     fn run_rewrite(json: &str) -> Result<Rewritten, BundleError> {
         let spec: Spec = serde_json::from_str(json).unwrap();
         let settings = resolve(&RuntimeOpts::default(), &[], docker_sizing(&spec)).unwrap();
@@ -823,25 +831,16 @@ mod tests {
     fn host_and_shared_network_namespaces_are_refused() {
         let host = DOCKER_CONFIG.replace(r#"{"type": "network"}, "#, "");
         assert!(matches!(run_rewrite(&host), Err(BundleError::HostNetwork)));
-        let shared = DOCKER_CONFIG.replace(
-            r#"{"type": "network"}"#,
-            r#"{"type": "network", "path": "/proc/42/ns/net"}"#,
-        );
+        let shared = with_netns("/proc/42/ns/net");
         assert!(matches!(
             run_rewrite(&shared),
             Err(BundleError::SharedNetwork)
         ));
         // A namespace made for the container and still empty (podman's).
-        let made = DOCKER_CONFIG.replace(
-            r#"{"type": "network"}"#,
-            r#"{"type": "network", "path": "/run/netns/netns-1234"}"#,
-        );
+        let made = with_netns("/run/netns/netns-1234");
         assert!(run_rewrite(&made).unwrap().vm.host.lasting_netns);
         assert!(!run_rewrite(DOCKER_CONFIG).unwrap().vm.host.lasting_netns);
-        let host_path = DOCKER_CONFIG.replace(
-            r#"{"type": "network"}"#,
-            r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
-        );
+        let host_path = with_netns("/proc/1/ns/net");
         assert!(matches!(
             run_rewrite(&host_path),
             Err(BundleError::HostNetwork)
@@ -878,10 +877,7 @@ mod tests {
             );
             assert!(matches!(r, Err(BundleError::SharedNetwork)), "{pid:?}");
         }
-        let unreadable = DOCKER_CONFIG.replace(
-            r#"{"type": "network"}"#,
-            r#"{"type": "network", "path": "/run/netns/unreadable"}"#,
-        );
+        let unreadable = with_netns("/run/netns/unreadable");
         assert!(matches!(
             run_rewrite(&unreadable),
             Err(BundleError::NetnsUnknown(_))
