@@ -125,6 +125,10 @@ unit: deps
 integration: install
 	test/run
 
+## test-template: the integration suite again, every VM started from a VM template (--template)
+test-template: install
+	RUNQ_TEST_TEMPLATE=1 test/run
+
 ## test-soak: churn (200 sequential + 20x10 parallel runs), host state before/after
 test-soak: install
 	test/soak

@@ -25,7 +25,9 @@ out=$1 bins=$2 helpers=$3 runq_kernel=${4:-}
 arch=${TREE_ARCH:-$(uname -m)}
 case "$arch" in
   x86_64) qemu_bin=qemu-system-x86_64 kflavour=cloud-amd64 kpkg=linux-image-cloud-amd64
-          firmware=(bios-microvm.bin)
+          # -M microvm's firmware, also the template machine's (-M pc); pc
+          # loads the linuxboot or PVH and (KVM) vapic option ROMs.
+          firmware=(bios-microvm.bin linuxboot_dma.bin pvh.bin kvmvapic.bin)
           # Guest modules wanted on the common path (dependencies are
           # added from modules.dep; built-in ones are skipped).
           modules=(virtio_mmio vmw_vsock_virtio_transport virtiofs virtio-rng virtio_net virtio_blk) ;;

@@ -10,6 +10,7 @@ mod mounts;
 mod net;
 mod reaper;
 mod session;
+mod template;
 mod workload;
 
 use std::io::Write;
@@ -74,13 +75,21 @@ fn boot() -> Result<()> {
     debug("init started");
     modules::load_all(runq_protocol::tree::MODULES_LIST)?;
     debug("modules loaded");
-    let mut conn = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
-        .context("dialing the proxy on vsock (host CID 2)")?;
+    let mut conn = if cmdline.split_whitespace().any(|w| w == "runq.template") {
+        template::dial_when_plugged()?
+    } else {
+        VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
+            .context("dialing the proxy on vsock (host CID 2)")?
+    };
     debug("connected to the proxy");
     wire::guest_handshake(&mut conn).context("control handshake")?;
     let start: StartRequest = wire::read_msg(&mut conn)
         .context("reading the start request")?
         .context("the proxy closed the connection before the start request")?;
     debug("start received");
+    if let Some(r) = &start.restored {
+        template::renew(r)?;
+        debug("clock and entropy renewed");
+    }
     session::run(conn, start)
 }

@@ -19,13 +19,13 @@ pub use spec::{
     rlimit_resource, Accel, Cap, CapSets, Disk, DiskCache, DiskFormat, DiskFs, Drive, GuestArch,
     GuestConfig, GuestDisk, HostFilters, HostSide, InitOptions, Machine, MountConfig, NinePCache,
     ProcessSpec, RootConfig, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, QEMU_GID,
-    QEMU_UID, RLIMIT_NAMES,
+    QEMU_UID, RLIMIT_NAMES, TEMPLATE_DIR, TEMPLATE_READY, TEMPLATE_STATE,
 };
 pub use wire::{ExitStatus, GuestMsg, Hello, HostMsg, WireError};
 
 /// Wire protocol version; host and guest must agree exactly, since both are
 /// built from the same tree and installed together.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// vsock port on the host (CID 2) that the guest dials for its control
 /// connection.

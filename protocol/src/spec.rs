@@ -359,7 +359,22 @@ pub struct Machine {
     pub apuuid: Option<String>,
     /// Keep guest kernel messages, log the proxy's steps.
     pub debug: bool,
+    /// Start by restoring the VM template mounted at [`TEMPLATE_DIR`]
+    /// (`--template`, `RUNQ_TEMPLATE`) instead of booting: the machine is
+    /// the template's (`-M pc` on x86_64, where devices can be hot-plugged
+    /// after the restore). `runq create` sets it only with a validated
+    /// template of exactly this machine.
+    #[serde(default)]
+    pub template: bool,
 }
+
+/// Where the proxy finds its VM template (read-only), in its root.
+pub const TEMPLATE_DIR: &str = "/template";
+/// The template's saved device and RAM state (a QEMU migration stream).
+pub const TEMPLATE_STATE: &str = "state";
+/// The guest's console line saying it is ready to be saved as a
+/// template: booted, modules loaded, waiting for its vsock device.
+pub const TEMPLATE_READY: &str = "runq-init: template ready";
 
 /// How a runq disk reaches QEMU (its guest side is a [`GuestDisk`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,6 +586,7 @@ mod tests {
                 kernel: "runq".into(),
                 apuuid: Some("e2a4c3b0-4f6a-4c3e-9a52-1d0b1c2d3e4f".into()),
                 debug: false,
+                template: false,
             },
             drives: vec![disk.drive()],
             guest: GuestConfig {

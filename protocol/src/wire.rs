@@ -105,6 +105,21 @@ pub struct StartRequest {
     pub nics: Vec<NicConfig>,
     /// Routes beyond those the addresses imply (default gateways...).
     pub routes: Vec<RouteConfig>,
+    /// Set when the VM was restored from a template rather than booted.
+    pub restored: Option<Restored>,
+}
+
+/// What a guest restored from a template must renew before the workload
+/// runs: every clone starts with the template's clock (stopped while it
+/// was saved) and the template's random state, the same in every clone
+/// (Firecracker documents both for its snapshots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The host's wall clock when the proxy sent this (seconds, nanos).
+    pub wall_clock: (i64, u32),
+    /// Fresh host randomness, mixed into the guest's pool and credited,
+    /// then the guest's RNG reseeded from it.
+    pub seed: Vec<u8>,
 }
 
 /// One container interface as the guest must configure it: the NIC with
@@ -330,6 +345,10 @@ mod tests {
                 dev: "eth0".into(),
                 ipv6: false,
             }],
+            restored: Some(Restored {
+                wall_clock: (1_796_000_000, 123_456_789),
+                seed: (0..64).collect(),
+            }),
         });
     }
 
@@ -352,7 +371,7 @@ mod tests {
             payload(&Hello {
                 version: crate::PROTOCOL_VERSION
             }),
-            [0x03]
+            [0x04]
         );
         assert_eq!(
             payload(&GuestMsg::Stdout(b"hi".to_vec())),

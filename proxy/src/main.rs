@@ -9,7 +9,9 @@ mod exec;
 mod helpers;
 mod net;
 mod qemu;
+mod qmp;
 mod relay;
+mod template;
 mod vm;
 
 use std::path::Path;
@@ -48,6 +50,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("exec") => exec::run(&args[1..]),
         Some("qemu-args") => qemu_args(&args[1..]),
+        Some("template-build") => template::build(&args[1..]),
         _ => load_spec().and_then(vm::run),
     };
     let code = match result {

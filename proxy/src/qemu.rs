@@ -59,6 +59,10 @@ pub struct FdLayout {
     /// Each drive open read-only (QEMU probes with that) and, unless the
     /// drive is read-only, read-write.
     pub drive_fds: Vec<Vec<i32>>,
+    /// QMP, one end of a socket pair (template and clone shapes).
+    pub qmp_fd: Option<i32>,
+    /// The template's state, open for reading (clone shape).
+    pub state_fd: Option<i32>,
 }
 
 /// The first descriptor QEMU gets beyond stdio.
@@ -101,7 +105,29 @@ impl FdLayout {
             vsock_fd,
             virtiofs_fd,
             drive_fds,
+            qmp_fd: None,
+            state_fd: None,
         }
+    }
+
+    /// The same, then QMP and (to restore) the template's state.
+    pub fn with_qmp(mut self, state: bool) -> Self {
+        let mut next = self.last_fd() + 1;
+        self.qmp_fd = Some(next);
+        if state {
+            next += 1;
+            self.state_fd = Some(next);
+        }
+        self
+    }
+
+    fn last_fd(&self) -> i32 {
+        let drives = self.drive_fds.iter().flatten().copied();
+        drives
+            .chain(self.virtiofs_fd)
+            .chain([self.console_fd, self.vsock_fd])
+            .max()
+            .unwrap_or(FIRST_FD - 1)
     }
 }
 
@@ -115,6 +141,21 @@ pub enum Shape {
     /// the console to nowhere), booting to a guest that powers off at
     /// once: `make bench`'s bare-QEMU floor.
     Floor,
+    /// The template machine (hot-plug capable) booting to a guest that
+    /// waits for its devices, with QMP and the console on descriptors:
+    /// what is saved as the VM template.
+    Template,
+    /// The template machine again, paused and waiting for the template's
+    /// state (`-incoming defer`), with every backend (helpers' sockets,
+    /// taps, drives) but no device of its own: [`hotplug_devices`] are
+    /// added through QMP once the state is in.
+    Clone,
+}
+
+impl Shape {
+    fn is_template(self) -> bool {
+        matches!(self, Shape::Template | Shape::Clone)
+    }
 }
 
 /// The full QEMU argument list (without the binary).
@@ -127,10 +168,14 @@ pub fn command_line(
     shape: Shape,
 ) -> Vec<String> {
     let ops = arch::ops(machine.arch);
-    let bus = ops.virtio_bus();
+    let bus = bus(ops, shape);
     let mut parts: Vec<Box<dyn Part>> = vec![
         Box::new(Base),
-        Box::new(MachinePart { machine, ops }),
+        Box::new(MachinePart {
+            machine,
+            ops,
+            template: shape.is_template(),
+        }),
         Box::new(MemoryBackend {
             mib: machine.mem_mib,
         }),
@@ -140,7 +185,7 @@ pub fn command_line(
         }),
     ];
     match shape {
-        Shape::Full => {
+        Shape::Full | Shape::Clone => {
             parts.push(Box::new(AddFd {
                 fd: fds.console_fd,
                 set: CONSOLE_FDSET,
@@ -150,40 +195,194 @@ pub fn command_line(
                 set: CONSOLE_FDSET,
             }));
         }
+        Shape::Template => parts.push(Box::new(Chardev::Socket {
+            id: "console",
+            fd: fds.console_fd,
+        })),
         Shape::Floor => parts.push(Box::new(Chardev::Null { id: "console" })),
     }
     parts.push(Box::new(Console { ops }));
-    if shape == Shape::Full {
-        parts.push(Box::new(Chardev::Socket {
-            id: "vsock",
-            fd: fds.vsock_fd,
-        }));
-        parts.push(Box::new(Device(
-            Props::new(ops.vsock_device()).with("chardev", "vsock"),
-        )));
-        parts.push(Box::new(RootShare { share, fds, bus }));
-        for (i, (d, set_fds)) in drives.iter().zip(&fds.drive_fds).enumerate() {
-            parts.push(Box::new(DrivePart {
-                index: i,
-                drive: d,
-                fds: set_fds,
-                bus,
-            }));
-        }
-        for (i, nic) in fds.nics.iter().enumerate() {
-            parts.push(Box::new(NicPart {
-                index: i,
-                nic,
-                vhost: host.vhost_net,
-                bus,
-            }));
-        }
-        if let Some(dev) = machine.apuuid.as_deref().and_then(|u| ops.ap_device(u)) {
-            parts.push(Box::new(Device(dev)));
-        }
+    let devices = device_parts(machine, share, drives, host, fds, bus);
+    match shape {
+        Shape::Full => parts.extend(devices.into_iter().map(|d| Box::new(d) as Box<dyn Part>)),
+        Shape::Clone => parts.extend(
+            devices
+                .into_iter()
+                .map(|d| Box::new(Backends(d)) as Box<dyn Part>),
+        ),
+        Shape::Floor | Shape::Template => {}
     }
     parts.push(Box::new(Rng { bus }));
+    if let Some(fd) = fds.qmp_fd.filter(|_| shape.is_template()) {
+        parts.push(Box::new(Qmp { fd }));
+    }
+    if shape == Shape::Clone {
+        parts.push(Box::new(Incoming));
+    }
     parts.iter().flat_map(|p| p.args()).collect()
+}
+
+/// The devices a [`Shape::Clone`] gets through QMP once the template's
+/// state is in, in the order they are added: the vsock device last, so
+/// that the guest (which dials the moment it appears) finds the others
+/// probed before it (the guest's ACPI hot-plug handler probes slots in
+/// order, and each device takes the next free slot).
+pub fn hotplug_devices(
+    machine: &Machine,
+    share: Share,
+    drives: &[Drive],
+    host: &HostInfo,
+    fds: &FdLayout,
+) -> Vec<Props> {
+    let ops = arch::ops(machine.arch);
+    let mut devices: Vec<Props> =
+        device_parts(machine, share, drives, host, fds, bus(ops, Shape::Clone))
+            .iter()
+            .filter_map(DevicePart::device)
+            .collect();
+    devices.rotate_left(1);
+    devices
+}
+
+/// The virtio bus: the arch's, or PCI on the template machine.
+fn bus(ops: &dyn ArchOps, shape: Shape) -> &'static str {
+    if shape.is_template() {
+        "pci"
+    } else {
+        ops.virtio_bus()
+    }
+}
+
+/// Every device of the container's VM, each with its backend: vsock, the
+/// root share, drives, NICs, an AP device.
+fn device_parts<'a>(
+    machine: &'a Machine,
+    share: Share,
+    drives: &'a [Drive],
+    host: &HostInfo,
+    fds: &'a FdLayout,
+    bus: &'a str,
+) -> Vec<DevicePart<'a>> {
+    let ops = arch::ops(machine.arch);
+    // The template machine is PCI whatever the arch's own bus.
+    let vsock = if bus == ops.virtio_bus() {
+        ops.vsock_device()
+    } else {
+        "vhost-user-vsock-pci"
+    };
+    let mut parts = vec![DevicePart::Vsock {
+        fd: fds.vsock_fd,
+        model: vsock,
+    }];
+    parts.push(DevicePart::Root(RootShare { share, fds, bus }));
+    for (i, (d, set_fds)) in drives.iter().zip(&fds.drive_fds).enumerate() {
+        parts.push(DevicePart::Drive(DrivePart {
+            index: i,
+            drive: d,
+            fds: set_fds,
+            bus,
+        }));
+    }
+    for (i, nic) in fds.nics.iter().enumerate() {
+        parts.push(DevicePart::Nic(NicPart {
+            index: i,
+            nic,
+            vhost: host.vhost_net,
+            bus,
+        }));
+    }
+    if let Some(dev) = machine.apuuid.as_deref().and_then(|u| ops.ap_device(u)) {
+        parts.push(DevicePart::Bare(dev));
+    }
+    parts
+}
+
+/// A device and what it needs on the host side.
+enum DevicePart<'a> {
+    Vsock {
+        fd: i32,
+        model: &'static str,
+    },
+    Root(RootShare<'a>),
+    Drive(DrivePart<'a>),
+    Nic(NicPart<'a>),
+    /// A device given whole, needing no backend.
+    Bare(String),
+}
+
+impl DevicePart<'_> {
+    /// The backend's arguments (`-chardev`, `-netdev`, `-drive`...).
+    fn backend(&self) -> Vec<String> {
+        match self {
+            DevicePart::Vsock { fd, .. } => Chardev::Socket {
+                id: "vsock",
+                fd: *fd,
+            }
+            .args(),
+            DevicePart::Root(r) => r.backend(),
+            DevicePart::Drive(d) => d.backend(),
+            DevicePart::Nic(n) => n.backend(),
+            DevicePart::Bare(_) => vec![],
+        }
+    }
+
+    /// The device itself (`None`: a whole `-device` string, no props).
+    fn device(&self) -> Option<Props> {
+        match self {
+            DevicePart::Vsock { model, .. } => Some(Props::new(model).with("chardev", "vsock")),
+            DevicePart::Root(r) => Some(r.device()),
+            DevicePart::Drive(d) => Some(d.device()),
+            DevicePart::Nic(n) => Some(n.device()),
+            DevicePart::Bare(_) => None,
+        }
+    }
+}
+
+impl Part for DevicePart<'_> {
+    fn args(&self) -> Vec<String> {
+        let mut a = self.backend();
+        match (self, self.device()) {
+            (_, Some(d)) => a.extend(Device(d).args()),
+            (DevicePart::Bare(d), None) => a.extend(Device(d).args()),
+            _ => {}
+        }
+        a
+    }
+}
+
+/// Only the backends of a device, for a clone to hot-plug it.
+struct Backends<'a>(DevicePart<'a>);
+
+impl Part for Backends<'_> {
+    fn args(&self) -> Vec<String> {
+        self.0.backend()
+    }
+}
+
+/// QMP on a descriptor.
+struct Qmp {
+    fd: i32,
+}
+
+impl Part for Qmp {
+    fn args(&self) -> Vec<String> {
+        let mut a = Chardev::Socket {
+            id: "qmp",
+            fd: self.fd,
+        }
+        .args();
+        a.extend(args(&["-mon", "chardev=qmp,mode=control"]));
+        a
+    }
+}
+
+/// Paused, waiting for the template's state through QMP.
+struct Incoming;
+
+impl Part for Incoming {
+    fn args(&self) -> Vec<String> {
+        args(&["-S", "-incoming", "defer"])
+    }
 }
 
 /// The QEMU binary for a guest arch.
@@ -212,14 +411,16 @@ fn kernel_cmdline(
         // with normal grace periods, QEMU idle, tickless or not.
         "rcupdate.rcu_expedited=1".into(),
     ];
-    cmdline.extend(ops.cmdline(machine.accel, host));
+    cmdline.extend(ops.cmdline(machine.accel, host, shape.is_template()));
     if machine.debug {
         cmdline.extend(["loglevel=7".into(), "runq.debug".into()]);
     } else {
         cmdline.push("quiet".into());
     }
-    if shape == Shape::Floor {
-        cmdline.push("runq.poweroff".into());
+    match shape {
+        Shape::Floor => cmdline.push("runq.poweroff".into()),
+        Shape::Template | Shape::Clone => cmdline.push("runq.template".into()),
+        Shape::Full => {}
     }
     cmdline
 }
@@ -238,23 +439,46 @@ fn args(items: &[&str]) -> Vec<String> {
 /// option parser wants (`,` doubled), so no value can add a property of
 /// its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Props(Vec<String>);
+pub struct Props {
+    model: Option<String>,
+    props: Vec<(String, String)>,
+}
 
 impl Props {
     pub fn new(model: &str) -> Self {
-        Props(vec![model.to_string()])
+        Props {
+            model: Some(model.to_string()),
+            props: vec![],
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl std::fmt::Display) -> Self {
-        let value = value.to_string().replace(',', ",,");
-        self.0.push(format!("{key}={value}"));
+        self.props.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// The same device as QMP's `device_add` arguments (no escaping: JSON
+    /// strings carry any value).
+    pub fn to_qmp(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(model) = &self.model {
+            m.insert("driver".into(), model.clone().into());
+        }
+        for (k, v) in &self.props {
+            m.insert(k.clone(), v.clone().into());
+        }
+        serde_json::Value::Object(m)
     }
 }
 
 impl std::fmt::Display for Props {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.join(","))
+        let items = self.model.iter().cloned().chain(
+            self.props
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.replace(',', ",,"))),
+        );
+        f.write_str(&items.collect::<Vec<_>>().join(","))
     }
 }
 
@@ -281,6 +505,8 @@ impl Part for Base {
 struct MachinePart<'a> {
     machine: &'a Machine,
     ops: &'a dyn ArchOps,
+    /// The arch's template machine rather than its fastest-booting one.
+    template: bool,
 }
 
 impl Part for MachinePart<'_> {
@@ -295,16 +521,25 @@ impl Part for MachinePart<'_> {
             .cpu_model
             .clone()
             .unwrap_or_else(|| self.ops.cpu(m.accel).to_string());
-        args(&[
+        let (machine, bios) = match self.ops.template_machine().filter(|_| self.template) {
+            Some(t) => (
+                t.machine.to_string(),
+                vec!["-bios".to_string(), t.bios.to_string()],
+            ),
+            None => (self.ops.machine(m.accel), vec![]),
+        };
+        let mut a = bios;
+        a.extend(args(&[
             "-machine",
-            &self.ops.machine(m.accel),
+            &machine,
             "-accel",
             &accel,
             "-cpu",
             &cpu,
             "-smp",
             &m.cpus.to_string(),
-        ])
+        ]));
+        a
     }
 }
 
@@ -417,16 +652,10 @@ struct RootShare<'a> {
     bus: &'a str,
 }
 
-impl Part for RootShare<'_> {
-    fn args(&self) -> Vec<String> {
-        let tag = runq_protocol::ROOTFS_TAG;
-        let (mut a, device) = match (self.share, self.fds.virtiofs_fd) {
-            (Share::Virtiofs, Some(fd)) => (
-                Chardev::Socket { id: "rootfs", fd }.args(),
-                on_bus("vhost-user-fs", self.bus)
-                    .with("chardev", "rootfs")
-                    .with("tag", tag),
-            ),
+impl RootShare<'_> {
+    fn backend(&self) -> Vec<String> {
+        match (self.share, self.fds.virtiofs_fd) {
+            (Share::Virtiofs, Some(fd)) => Chardev::Socket { id: "rootfs", fd }.args(),
             // passthrough: files carry the guest's owners and modes;
             // remap: bind mounts under the root keep distinct inodes.
             _ => {
@@ -435,16 +664,21 @@ impl Part for RootShare<'_> {
                     .with("path", runq_protocol::CONTAINER_ROOTFS)
                     .with("security_model", "passthrough")
                     .with("multidevs", "remap");
-                (
-                    args(&["-fsdev", &fsdev.to_string()]),
-                    on_bus("virtio-9p", self.bus)
-                        .with("fsdev", "rootfs")
-                        .with("mount_tag", tag),
-                )
+                args(&["-fsdev", &fsdev.to_string()])
             }
-        };
-        a.extend(Device(device).args());
-        a
+        }
+    }
+
+    fn device(&self) -> Props {
+        let tag = runq_protocol::ROOTFS_TAG;
+        match (self.share, self.fds.virtiofs_fd) {
+            (Share::Virtiofs, Some(_)) => on_bus("vhost-user-fs", self.bus)
+                .with("chardev", "rootfs")
+                .with("tag", tag),
+            _ => on_bus("virtio-9p", self.bus)
+                .with("fsdev", "rootfs")
+                .with("mount_tag", tag),
+        }
     }
 }
 
@@ -458,8 +692,8 @@ struct DrivePart<'a> {
     bus: &'a str,
 }
 
-impl Part for DrivePart<'_> {
-    fn args(&self) -> Vec<String> {
+impl DrivePart<'_> {
+    fn backend(&self) -> Vec<String> {
         let (i, d) = (self.index, self.drive);
         let set = DRIVE_FDSET + i;
         let mut a: Vec<String> = self
@@ -489,15 +723,13 @@ impl Part for DrivePart<'_> {
             drive = drive.with("readonly", "on");
         }
         a.extend(args(&["-drive", &drive.to_string()]));
-        a.extend(
-            Device(
-                on_bus("virtio-blk", self.bus)
-                    .with("drive", format!("disk{i}"))
-                    .with("serial", runq_protocol::spec::disk_serial(&d.id)),
-            )
-            .args(),
-        );
         a
+    }
+
+    fn device(&self) -> Props {
+        on_bus("virtio-blk", self.bus)
+            .with("drive", format!("disk{}", self.index))
+            .with("serial", runq_protocol::spec::disk_serial(&self.drive.id))
     }
 }
 
@@ -509,23 +741,31 @@ struct NicPart<'a> {
     bus: &'a str,
 }
 
-impl Part for NicPart<'_> {
-    fn args(&self) -> Vec<String> {
-        let id = format!("net{}", self.index);
-        let mut netdev = Props::new("tap").with("id", &id).with("fd", self.nic.fd);
+impl NicPart<'_> {
+    fn id(&self) -> String {
+        format!("net{}", self.index)
+    }
+
+    fn backend(&self) -> Vec<String> {
+        let mut netdev = Props::new("tap")
+            .with("id", self.id())
+            .with("fd", self.nic.fd);
         if self.vhost {
             netdev = netdev.with("vhost", "on");
         }
-        let mut a = args(&["-netdev", &netdev.to_string()]);
-        a.extend(
-            Device(
-                on_bus("virtio-net", self.bus)
-                    .with("netdev", &id)
-                    .with("mac", &self.nic.mac),
-            )
-            .args(),
-        );
-        a
+        args(&["-netdev", &netdev.to_string()])
+    }
+
+    fn device(&self) -> Props {
+        let nic = on_bus("virtio-net", self.bus)
+            .with("netdev", self.id())
+            .with("mac", &self.nic.mac);
+        // No boot ROM (iPXE) on PCI: the kernel is booted directly.
+        if self.bus == "pci" {
+            nic.with("romfile", "")
+        } else {
+            nic
+        }
     }
 }
 
@@ -600,6 +840,7 @@ mod tests {
             kernel: "runq".into(),
             apuuid: None,
             debug: false,
+            template: false,
         }
     }
 
@@ -912,6 +1153,82 @@ mod tests {
     fn unknown_tsc_frequency_leaves_it_to_the_kernel() {
         let args = line_with(&x86_tcg(), Share::Virtiofs, &[], &HostInfo::default(), &[]);
         assert!(!values(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn a_clone_has_the_templates_machine_and_every_backend_but_no_device() {
+        let m = x86_tcg();
+        let drives = [Drive {
+            id: "data".into(),
+            path: "/dev/runq/data".into(),
+            cache: DiskCache::None,
+            format: DiskFormat::Raw,
+            readonly: false,
+        }];
+        let macs = ["02:42:ac:11:00:02".to_string()];
+        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_qmp(false);
+        let template = command_line(&m, Share::Virtiofs, &drives, &host(), &fds, Shape::Template);
+        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_qmp(true);
+        let clone = command_line(&m, Share::Virtiofs, &drives, &host(), &fds, Shape::Clone);
+        // The saved state fits only the same machine, firmware, CPUs, RAM,
+        // kernel and command line.
+        for flag in [
+            "-machine", "-bios", "-accel", "-cpu", "-smp", "-m", "-object", "-kernel", "-initrd",
+            "-append", "-sandbox", "-device",
+        ] {
+            assert_eq!(values(&clone, flag), values(&template, flag), "{flag}");
+        }
+        assert_eq!(values(&clone, "-machine")[0], "pc,vmport=off,smbus=off");
+        let cmdline = values(&clone, "-append")[0];
+        assert!(cmdline.ends_with(" runq.template") && cmdline.contains(" acpi=noirq"));
+        assert!(!cmdline.contains("tsc_early_khz"), "{cmdline}");
+        // The template's devices are the console and rng only.
+        assert_eq!(values(&clone, "-device"), ["virtio-rng-pci,rng=rng"]);
+        assert_eq!(values(&template, "-chardev")[0], "socket,id=console,fd=4");
+        // The clone has every backend: console file, vsock and virtiofs
+        // sockets, the drive, the tap; QMP after them, then the state.
+        assert_eq!(
+            values(&clone, "-chardev"),
+            [
+                "file,id=console,path=/dev/fdset/1",
+                "socket,id=vsock,fd=5",
+                "socket,id=rootfs,fd=6",
+                "socket,id=qmp,fd=9"
+            ]
+        );
+        assert_eq!(values(&clone, "-netdev"), ["tap,id=net0,fd=3"]);
+        assert_eq!(values(&clone, "-drive").len(), 1);
+        assert_eq!(values(&clone, "-incoming"), ["defer"]);
+        assert!(clone.contains(&"-S".to_string()));
+        assert_eq!(fds.state_fd, Some(10));
+        assert!(values(&template, "-incoming").is_empty());
+        // What is plugged in afterwards, vsock last (the guest dials the
+        // moment it appears, the others probed by then).
+        let plugged: Vec<String> = hotplug_devices(&m, Share::Virtiofs, &drives, &host(), &fds)
+            .iter()
+            .map(|d| d.to_qmp()["driver"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            plugged,
+            [
+                "vhost-user-fs-pci",
+                "virtio-blk-pci",
+                "virtio-net-pci",
+                "vhost-user-vsock-pci"
+            ]
+        );
+    }
+
+    #[test]
+    fn qmp_device_arguments_carry_values_unescaped() {
+        let d = Props::new("virtio-blk-pci")
+            .with("serial", "a,b")
+            .with("romfile", "");
+        assert_eq!(d.to_string(), "virtio-blk-pci,serial=a,,b,romfile=");
+        assert_eq!(
+            d.to_qmp(),
+            serde_json::json!({"driver": "virtio-blk-pci", "serial": "a,b", "romfile": ""})
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let _helpers = start_helpers(&vm, &vsock_uds)?;
     crate::trace("helpers ready");
     let files = VmFiles::open(&vm)?;
+    let seed = vm.machine.template.then(host_seed).transpose()?;
     let qemu = start_qemu(&vm, &nics, files)?;
     // From here on the proxy only relays and, at the end, kills QEMU
     // (another uid): CAP_KILL is all it keeps.
@@ -83,6 +84,10 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         winsize: if terminal { relay::window_size() } else { None },
         nics: nics.into_iter().map(|n| n.config).collect(),
         routes,
+        restored: seed.map(|seed| wire::Restored {
+            wall_clock: wall_clock(),
+            seed,
+        }),
     };
     wire::write_msg(&mut conn, &start)?;
     crate::trace("start sent");
@@ -94,6 +99,29 @@ pub fn run(vm: VmSpec) -> Result<i32> {
             qemu: Some(qemu),
         },
     )
+}
+
+/// 64 bytes of the host's randomness for a guest restored from the
+/// template (drawn before the proxy's seccomp filter is in place).
+fn host_seed() -> Result<Vec<u8>> {
+    let mut seed = vec![0u8; 64];
+    // SAFETY: getrandom writes at most seed.len() bytes into seed.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        bail!(
+            "getrandom for the restored guest's seed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(seed)
+}
+
+/// The host's wall clock, for a guest restored from the template.
+fn wall_clock() -> (i64, u32) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() as i64, now.subsec_nanos())
 }
 
 /// The helpers next to QEMU, ended with the proxy.
@@ -197,12 +225,32 @@ fn open_drive(d: &Drive) -> Result<Vec<OwnedFd>> {
 fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
     let macs: Vec<String> = nics.iter().map(|n| n.config.mac.clone()).collect();
     let share = vm.guest.root.share;
-    let layout = FdLayout::new(&vm.machine.kernel, share, &vm.drives, &macs);
+    let template = vm.machine.template;
+    let mut layout = FdLayout::new(&vm.machine.kernel, share, &vm.drives, &macs);
     let mut fds: Vec<&OwnedFd> = nics.iter().map(|n| &n.tap).collect();
     fds.push(&files.console);
     fds.push(&files.vsock);
     fds.extend(files.virtiofs.as_ref());
     fds.extend(files.drives.iter().flatten());
+    let clone = if template {
+        layout = layout.with_qmp(true);
+        let (host_end, qemu_end) = UnixStream::pair().context("QMP socket pair")?;
+        let state = Path::new(runq_protocol::TEMPLATE_DIR).join(runq_protocol::TEMPLATE_STATE);
+        let state = std::fs::File::open(&state)
+            .with_context(|| format!("opening the VM template {}", state.display()))?;
+        Some((host_end, OwnedFd::from(qemu_end), OwnedFd::from(state)))
+    } else {
+        None
+    };
+    if let Some((_, qmp, state)) = &clone {
+        fds.push(qmp);
+        fds.push(state);
+    }
+    let shape = if template {
+        qemu::Shape::Clone
+    } else {
+        qemu::Shape::Full
+    };
     let host = HostInfo::probe();
     let mut cmd = Command::new(qemu::binary(vm.machine.arch));
     cmd.args(qemu::command_line(
@@ -211,7 +259,7 @@ fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
         &vm.drives,
         &host,
         &layout,
-        qemu::Shape::Full,
+        shape,
     ));
     let filter = runq_protocol::bpf::unpack(&vm.host.filters.qemu);
     let confine = match share {
@@ -230,10 +278,20 @@ fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
         },
     };
     let child = helpers::spawn(&mut cmd, &run_path("qemu.log"), &fds, confine)?;
-    Ok(Qemu {
+    let qemu = Qemu {
         child,
         console: run_path("console.log"),
-    })
+    };
+    if let (Some((qmp, _, _)), Some(state_fd)) = (clone, layout.state_fd) {
+        let devices = qemu::hotplug_devices(&vm.machine, share, &vm.drives, &host, &layout);
+        crate::template::restore(qmp, state_fd, &devices).with_context(|| {
+            format!(
+                "starting from the VM template: {}",
+                last_line("qemu.log").unwrap_or_else(|| "no message from QEMU".into())
+            )
+        })?;
+    }
+    Ok(qemu)
 }
 
 /// A qcow2 disk's header again, on the descriptor QEMU gets: another

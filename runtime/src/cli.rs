@@ -80,6 +80,10 @@ pub struct RuntimeOpts {
     /// refuse exec into containers
     #[arg(long)]
     pub noexec: bool,
+    /// start each VM from a saved VM template instead of booting it
+    /// (x86_64; built on first use in /var/cache/runq/templates)
+    #[arg(long)]
+    pub template: bool,
     /// nameservers for a generated /etc/resolv.conf, comma separated
     #[arg(long)]
     pub dns: Option<String>,

@@ -12,3 +12,4 @@ pub mod host_fs;
 pub mod log;
 pub mod options;
 pub mod seccomp;
+pub mod template;

@@ -112,6 +112,8 @@ pub struct Settings {
     pub systemd: bool,
     pub runqenv: bool,
     pub noexec: bool,
+    /// Restore the VM from a template (`--template`, `RUNQ_TEMPLATE`).
+    pub template: bool,
     pub sigusr: bool,
     /// A generated /etc/resolv.conf, when runq's DNS options ask for one.
     pub resolv_conf: Option<String>,
@@ -462,6 +464,7 @@ pub fn resolve(
         systemd: layered_bool(env, "RUNQ_SYSTEMD", false)?,
         runqenv: layered_bool(env, "RUNQ_RUNQENV", opts.runqenv)?,
         noexec: layered_bool(env, "RUNQ_NOEXEC", opts.noexec)?,
+        template: layered_bool(env, "RUNQ_TEMPLATE", opts.template)?,
         sigusr: opts.sigusr,
         resolv_conf: resolv_conf_setting(opts, env)?,
     })

@@ -42,7 +42,7 @@ int main(void) {
   fd = socket(AF_VSOCK, SOCK_STREAM, 0);
   struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 1024};
   if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
-  static const unsigned char hello[] = {0x03}; /* Hello { version: 3 } */
+  static const unsigned char hello[] = {0x04}; /* Hello { version: 4 } */
   frame(hello, sizeof hello);
   skip_frame(); /* the host's Hello */
   skip_frame(); /* Start */

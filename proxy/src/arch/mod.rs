@@ -17,15 +17,25 @@ pub fn ops(arch: GuestArch) -> &'static dyn ArchOps {
     }
 }
 
+/// The template machine: `-machine` and `-bios` values.
+pub struct TemplateMachine {
+    pub machine: &'static str,
+    pub bios: &'static str,
+}
+
 /// Per-arch pieces of the QEMU command line.
 pub trait ArchOps {
     fn qemu_binary(&self) -> &'static str;
     fn machine(&self, accel: Accel) -> String;
+    /// The machine a VM template runs on: one with device hot-plug, as
+    /// every container device is added after the restore, and its
+    /// firmware (`None`: this arch boots every VM).
+    fn template_machine(&self) -> Option<TemplateMachine> {
+        None
+    }
     fn cpu(&self, accel: Accel) -> &'static str;
     /// Suffix of virtio device models: `device` (mmio), `pci`, `ccw`.
     fn virtio_bus(&self) -> &'static str;
-    /// The vhost-user vsock device model.
-    fn vsock_device(&self) -> &'static str;
     /// The `-device` value passing vfio-ap mediated device `uuid`, where
     /// the arch has AP (s390x only).
     fn ap_device(&self, _uuid: &str) -> Option<String> {
@@ -34,5 +44,8 @@ pub trait ArchOps {
     /// Arguments that connect the guest console to `chardev`.
     fn console(&self, chardev: &str) -> Vec<String>;
     /// Kernel command line entries specific to this arch and accelerator.
-    fn cmdline(&self, accel: Accel, host: &HostInfo) -> Vec<String>;
+    /// The vhost-user vsock device model.
+    fn vsock_device(&self) -> &'static str;
+    /// `template`: for the template machine.
+    fn cmdline(&self, accel: Accel, host: &HostInfo, template: bool) -> Vec<String>;
 }

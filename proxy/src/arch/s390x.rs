@@ -46,7 +46,7 @@ impl ArchOps for S390x {
         vec!["-device".into(), format!("sclpconsole,chardev={chardev}")]
     }
 
-    fn cmdline(&self, _accel: Accel, _host: &HostInfo) -> Vec<String> {
+    fn cmdline(&self, _accel: Accel, _host: &HostInfo, _template: bool) -> Vec<String> {
         vec!["console=ttysclp0".into()]
     }
 }

@@ -46,6 +46,29 @@ pub const PROXY_ROOT: &str = "runq/root";
 /// The tree's empty directories that the container's mounts fill.
 pub const TREE_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "rootfs", "run", "runq"];
 
+/// Where the VM template is mounted in the proxy's root (read-only), when
+/// the VM starts from one.
+pub const TEMPLATE_MOUNT_POINT: &str = "template";
+
+/// The VM template `dir` at [`runq_protocol::TEMPLATE_DIR`] in the
+/// proxy's root, read-only.
+pub fn mount_template(spec: &mut Spec, dir: &Path) -> Result<(), BundleError> {
+    let m = MountBuilder::default()
+        .destination(runq_protocol::TEMPLATE_DIR)
+        .typ("bind")
+        .source(dir)
+        .options(
+            ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(m);
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
 /// Names the host-side programs might read that the tree does not have:
 /// `etc` (ld.so.preload, ld.so.cache, nsswitch), `bin` and `sbin` (PATH
 /// lookups), `var` (QEMU's module-upgrade directory /var/run/qemu). Each
@@ -230,6 +253,7 @@ pub fn rewrite(
             kernel: settings.kernel.clone(),
             apuuid: settings.apuuid.clone(),
             debug,
+            template: false,
         },
         drives: disks.iter().map(Disk::drive).collect(),
         guest,

@@ -144,6 +144,11 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
         cli.global.debug || options::env_lookup(&env, "RUNQ_DEBUG") == Some("1"),
     )?;
 
+    if settings.template {
+        if let Some(dir) = crate::template::prepare(&cli.opts.qemu_tree, &mut rewritten.vm, log)? {
+            bundle::mount_template(&mut rewritten.spec, &dir)?;
+        }
+    }
     // The same line on the container's stderr, where `docker run` shows it.
     rewritten.vm.host.warning = warning.map(|w| {
         format!("{w} (an emulated guest, with no hardware isolation boundary; runtime option --accel tcg accepts this silently, --accel kvm refuses it)")
@@ -164,6 +169,9 @@ fn write_bundle(bundle: &Path, tree_dirs: &[String], rewritten: &bundle::Rewritt
         fs::create_dir(&root)?;
         for d in bundle::proxy_root_dirs(tree_dirs) {
             fs::create_dir(root.join(d))?;
+        }
+        if rewritten.vm.machine.template {
+            fs::create_dir(root.join(bundle::TEMPLATE_MOUNT_POINT))?;
         }
         fs::copy(&config, runq_dir.join("config.orig.json"))?;
         fs::write(

@@ -1,0 +1,382 @@
+//! VM templates in `/var/cache/runq/templates`: one per machine (kernel,
+//! CPUs, RAM, accelerator, CPU model) and per QEMU, kernel, initrd and
+//! proxy build, built on first use and validated before every use.
+//!
+//! An entry is a directory named after a hash of its inputs, holding
+//! `state` (QEMU's migration stream), `inputs` (the inputs, in full) and
+//! the build's logs. It is used only when its `inputs` equal today's,
+//! word for word, and its state is whole (the size it was written with,
+//! QEMU's magic); anything else is discarded and built again. Builds are
+//! serialised by a lock and land with one rename, so a reader never sees
+//! half an entry.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use runq_protocol::{GuestArch, VmSpec, TEMPLATE_STATE};
+
+use crate::log::Logger;
+
+/// The cache's root.
+pub const CACHE: &str = "/var/cache/runq/templates";
+/// The file of an entry that says what it was built from.
+const INPUTS: &str = "inputs";
+/// QEMU_VM_FILE_MAGIC, the first bytes of every migration stream.
+const QEMU_MAGIC: &[u8; 4] = b"QEVM";
+
+/// The template directory `vm` starts from, building it if need be, and
+/// `vm` marked to restore from it; `None` when its arch boots every VM
+/// (no template machine: s390x).
+pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<PathBuf>> {
+    if vm.machine.arch != GuestArch::X86_64 {
+        return Ok(None);
+    }
+    vm.machine.template = true;
+    let inputs = inputs(tree, vm)?;
+    let cache = Path::new(CACHE);
+    fs::create_dir_all(cache).with_context(|| format!("creating {CACHE}"))?;
+    let dir = cache.join(key(&inputs));
+    if valid(&dir, &inputs).is_ok() {
+        return Ok(Some(dir));
+    }
+    let lock = fs::File::create(cache.join(".lock")).context("the template cache's lock")?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("locking the template cache")?;
+    match valid(&dir, &inputs) {
+        Ok(()) => return Ok(Some(dir)), // another create built it meanwhile
+        Err(why) if dir.exists() => {
+            // Said in runq's log (the container's output stays as under
+            // runc): a rebuild is how the cache heals, not an error.
+            log.warn(&format!(
+                "runq: VM template {} discarded ({why}), building it again",
+                dir.display()
+            ));
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Err(_) => {}
+    }
+    build(tree, vm, &inputs, &dir)?;
+    prune(cache, &inputs, &dir);
+    Ok(Some(dir))
+}
+
+/// Remove the entries `new` supersedes (the same machine from the same
+/// paths: an upgraded QEMU, kernel or runq) and those of a tree that is
+/// gone; called under the lock, after a build.
+fn prune(cache: &Path, new: &str, keep: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if dir == keep || !dir.is_dir() {
+            continue;
+        }
+        // A build in progress would hold the lock: a leftover is a crash's.
+        let recorded = fs::read_to_string(dir.join(INPUTS)).unwrap_or_default();
+        if recorded.is_empty() || superseded(&recorded, new) {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// `old` was built for the same machine from the same files as `new`, or
+/// from files that are gone.
+fn superseded(old: &str, new: &str) -> bool {
+    let paths = |inputs: &str| -> Vec<String> {
+        inputs
+            .lines()
+            .filter(|l| !l.starts_with("state "))
+            .map(|l| match l.strip_prefix("file ") {
+                Some(f) => format!("file {}", f.split(' ').next().unwrap_or("")),
+                None => l.to_string(),
+            })
+            .collect()
+    };
+    let gone = old
+        .lines()
+        .filter_map(|l| l.strip_prefix("file "))
+        .any(|f| !Path::new(f.split(' ').next().unwrap_or("")).exists());
+    gone || paths(old) == paths(new)
+}
+
+/// Everything a template depends on, one per line: the machine, and the
+/// identity (path, size, mtime, inode) of each file that makes the state:
+/// QEMU, the kernel and initrd, and the proxy that builds the command
+/// line; under KVM the host CPU's flags (`-cpu host`).
+fn inputs(tree: &Path, vm: &VmSpec) -> Result<String> {
+    let machine = serde_json::to_string(&vm.machine)?;
+    let kernel_dir = tree
+        .join(runq_protocol::tree::KERNELS)
+        .join(&vm.machine.kernel);
+    let kernel_dir = kernel_dir
+        .canonicalize()
+        .with_context(|| format!("guest kernel {}", kernel_dir.display()))?;
+    let mut lines = vec![
+        format!("protocol {}", runq_protocol::PROTOCOL_VERSION),
+        format!("machine {machine}"),
+    ];
+    for f in [
+        tree.join("usr/bin/qemu-system-x86_64"),
+        tree.join("usr/bin/runq-proxy"),
+        kernel_dir.join(runq_protocol::tree::KERNEL),
+        kernel_dir.join(runq_protocol::tree::INITRD),
+    ] {
+        let m = fs::metadata(&f).with_context(|| format!("{}", f.display()))?;
+        lines.push(format!(
+            "file {} {} {}.{} {}",
+            f.display(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ino()
+        ));
+    }
+    if vm.machine.accel == runq_protocol::Accel::Kvm {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap_or("");
+        lines.push(format!("cpu {flags}"));
+    }
+    Ok(lines.join("\n") + "\n")
+}
+
+/// The entry's name: 16 hex digits of a hash of the inputs (which the
+/// entry holds in full: a collision is caught by [`valid`]).
+fn key(inputs: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    inputs.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Ok if `dir` is a whole entry built from `inputs`, else why not.
+fn valid(dir: &Path, inputs: &str) -> Result<(), String> {
+    let recorded =
+        fs::read_to_string(dir.join(INPUTS)).map_err(|e| format!("no {INPUTS} ({e})"))?;
+    let (recorded, size) = recorded
+        .rsplit_once("state ")
+        .ok_or_else(|| format!("{INPUTS} without the state's size"))?;
+    if recorded != inputs {
+        return Err("built from other inputs".into());
+    }
+    let state = dir.join(TEMPLATE_STATE);
+    let len = fs::metadata(&state)
+        .map_err(|e| format!("no state ({e})"))?
+        .len();
+    if size.trim() != len.to_string() {
+        return Err(format!(
+            "state is {len} bytes, was written with {}",
+            size.trim()
+        ));
+    }
+    let mut magic = [0u8; 4];
+    fs::File::open(&state)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| format!("state unreadable ({e})"))?;
+    if &magic != QEMU_MAGIC {
+        return Err("state is not a QEMU migration stream".into());
+    }
+    Ok(())
+}
+
+/// Boot and save the template into a fresh directory, then move it to
+/// `dir` whole.
+fn build(tree: &Path, vm: &VmSpec, inputs: &str, dir: &Path) -> Result<()> {
+    let tmp = dir.with_extension(format!("build-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let built = (|| -> Result<()> {
+        fs::write(tmp.join("vm.json"), vm.to_json()?)?;
+        run_builder(tree, &tmp)?;
+        let len = fs::metadata(tmp.join(TEMPLATE_STATE))
+            .context("the builder wrote no state")?
+            .len();
+        fs::write(tmp.join(INPUTS), format!("{inputs}state {len}\n"))?;
+        valid(&tmp, inputs)
+            .map_err(|why| anyhow::anyhow!("the new template is not whole: {why}"))?;
+        fs::rename(&tmp, dir)?;
+        Ok(())
+    })();
+    if built.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    built.context("building the VM template")
+}
+
+/// `runq-proxy template-build` in a private mount namespace rooted at the
+/// QEMU tree, with the new entry at `/tmp`, a `/dev` of null, urandom
+/// (and kvm) only, and `/proc`. The proxy runs QEMU as it does in a
+/// container: its own uid, no capabilities, QEMU's seccomp filter.
+fn run_builder(tree: &Path, out: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use std::ffi::CString;
+    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).context("a path with NUL");
+    let root = c(tree)?;
+    let tree_tmp = c(&tree.join("tmp"))?;
+    let tree_dev = c(&tree.join("dev"))?;
+    let tree_proc = c(&tree.join("proc"))?;
+    let out_c = c(out)?;
+    let devices: Vec<(CString, CString)> = ["null", "urandom", "kvm"]
+        .iter()
+        .filter(|d| Path::new("/dev").join(d).exists())
+        .map(|d| {
+            Ok((
+                c(&Path::new("/dev").join(d))?,
+                c(&tree.join("dev").join(d))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut cmd = Command::new(crate::bundle::PROXY_PATH);
+    cmd.args(["template-build", "/tmp/vm.json", "/tmp"]);
+    cmd.env_clear().env("PATH", "/usr/bin");
+    // SAFETY: between fork and exec only system calls run (unshare,
+    // mount, open, close, chroot, chdir, prctl) on C strings made before the
+    // fork; nothing allocates or takes a lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let io = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(io)?;
+            let none: Option<&str> = None;
+            mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(io)?;
+            mount(
+                Some(out_c.as_c_str()),
+                tree_tmp.as_c_str(),
+                none,
+                MsFlags::MS_BIND,
+                none,
+            )
+            .map_err(io)?;
+            mount(
+                Some("tmpfs"),
+                tree_dev.as_c_str(),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("mode=755,size=64k"),
+            )
+            .map_err(io)?;
+            for (host, inside) in &devices {
+                let fd = libc::open(
+                    inside.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o600,
+                );
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                mount(
+                    Some(host.as_c_str()),
+                    inside.as_c_str(),
+                    none,
+                    MsFlags::MS_BIND,
+                    none,
+                )
+                .map_err(io)?;
+            }
+            mount(
+                Some("proc"),
+                tree_proc.as_c_str(),
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                none,
+            )
+            .map_err(io)?;
+            nix::unistd::chroot(root.as_c_str()).map_err(io)?;
+            nix::unistd::chdir("/").map_err(io)?;
+            // As runc sets it for the proxy of a container: no privilege
+            // gained by exec, and QEMU's seccomp filter can be installed.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().context("running the template builder")?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let last = msg
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("no message")
+            .to_string();
+        bail!("{last}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("runq-template-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entry(name: &str, inputs: &str, state: &[u8], size: Option<usize>) -> PathBuf {
+        let d = scratch(name);
+        fs::write(d.join(TEMPLATE_STATE), state).unwrap();
+        let size = size.unwrap_or(state.len());
+        fs::write(d.join(INPUTS), format!("{inputs}state {size}\n")).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_entry_is_used_only_whole_and_from_the_same_inputs() {
+        let inputs = "protocol 4\nmachine {}\nfile /q 1 2.3 4\n";
+        let good = entry("good", inputs, b"QEVM\0\0\0\x03rest", None);
+        assert_eq!(valid(&good, inputs), Ok(()));
+        // Another QEMU (or kernel, or machine) than the one it was built with.
+        let other = inputs.replace("1 2.3 4", "1 2.3 5");
+        assert_eq!(valid(&good, &other), Err("built from other inputs".into()));
+        // Cut short (a crash while it was written, a full disk).
+        let short = entry("short", inputs, b"QEVM\0\0", Some(12));
+        assert!(valid(&short, inputs)
+            .unwrap_err()
+            .contains("was written with 12"));
+        // Not a migration stream at all.
+        let junk = entry("junk", inputs, b"\0\0\0\0junk", None);
+        assert!(valid(&junk, inputs)
+            .unwrap_err()
+            .contains("not a QEMU migration stream"));
+        // No inputs file: a build that never finished.
+        let bare = scratch("bare");
+        assert!(valid(&bare, inputs).unwrap_err().starts_with("no inputs"));
+        for d in [good, short, junk, bare] {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+
+    #[test]
+    fn an_upgrade_supersedes_the_entry_of_the_same_machine_and_paths() {
+        let old = "protocol 4\nmachine {\"cpus\":1}\nfile / 1 2.3 4\nstate 9\n";
+        let upgraded = "protocol 4\nmachine {\"cpus\":1}\nfile / 7 8.9 10\n";
+        assert!(superseded(old, upgraded));
+        // Another machine (2 CPUs) keeps its own entry.
+        let other = "protocol 4\nmachine {\"cpus\":2}\nfile / 7 8.9 10\n";
+        assert!(!superseded(old, other));
+        // An entry of a tree that is gone goes.
+        let gone = "protocol 4\nmachine {\"cpus\":2}\nfile /no/such/runq-tree/kernel 1 2.3 4\n";
+        assert!(superseded(gone, other));
+    }
+
+    #[test]
+    fn the_key_follows_the_inputs() {
+        assert_eq!(key("a\n"), key("a\n"));
+        assert_ne!(key("a\n"), key("b\n"));
+        assert_eq!(key("a\n").len(), 16);
+    }
+}
