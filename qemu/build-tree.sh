@@ -112,7 +112,12 @@ if [ -n "$runq_kernel" ]; then
   # no decompression (seconds under TCG).
   ninep=no
   grep -q '^CONFIG_9P_FS=y' "$runq_kernel/config" && ninep=yes
-  write_kernel_dir runq "$runq_kernel/vmlinux" "$rver" "$runq_kernel/mods/lib/modules/$rver" ship "$ninep"
+  # VM templates need PCI hot-plug through ACPI, and virtio-pci at boot.
+  template=
+  grep -q '^CONFIG_HOTPLUG_PCI_ACPI=y' "$runq_kernel/config" &&
+    grep -q '^CONFIG_VIRTIO_PCI=y' "$runq_kernel/config" && template=template
+  FEATURES_EXTRA=$template \
+    write_kernel_dir runq "$runq_kernel/vmlinux" "$rver" "$runq_kernel/mods/lib/modules/$rver" ship "$ninep"
 fi
 # The default guest kernel: DEFAULT_KERNEL (see the Makefile for why it is
 # Debian's for now), if installed.

@@ -25,7 +25,8 @@ write_version() {
 # the one writer of $out/kernels/NAME/{kernel,initrd,version,features}
 # (the layout protocol/src/tree.rs names): IMAGE as the kernel, an initrd
 # of make_initrd, the release, and the features (virtiofs, plus 9p when
-# NINEP is yes). $BUSYBOX passes through to make_initrd.
+# NINEP is yes, plus $FEATURES_EXTRA). $BUSYBOX passes through to
+# make_initrd.
 write_kernel_dir() {
   local name=$1 image=$2 release=$3 moddir=$4 mode=$5 ninep=$6 kdir features=virtiofs
   shift 6
@@ -35,6 +36,7 @@ write_kernel_dir() {
   make_initrd "$kdir/initrd" "$release" "$moddir" "$mode" "$@"
   write_version "$kdir" "$release"
   [ "$ninep" = yes ] && features="$features 9p"
+  [ -z "${FEATURES_EXTRA:-}" ] || features="$features $FEATURES_EXTRA"
   echo "$features" >"$kdir/features"
 }
 

@@ -31,6 +31,7 @@ pub fn dial_when_plugged() -> Result<VsockStream> {
     // A missed uevent costs at most this, never a hang.
     setsockopt(&uevents, sockopt::ReceiveTimeout, &TimeVal::new(1, 0))
         .context("setting the uevent timeout")?;
+    zero_free_memory();
     crate::log(TEMPLATE_READY.trim_start_matches("runq-init: "));
     let addr = VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT);
     let mut buf = [0u8; 4096];
@@ -43,6 +44,44 @@ pub fn dial_when_plugged() -> Result<VsockStream> {
         match recv(uevents.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("waiting for a uevent"),
+        }
+    }
+}
+
+/// Leave the guest's free memory zeroed before it is saved: what the boot
+/// wrote and freed (the initrd's image, init sections, page cache) would
+/// otherwise be copied into every clone's RAM. Allocating it all (the
+/// kernel hands out zeroed pages) and freeing it again does that; the
+/// proxy skips zero pages when it fills a clone's RAM.
+fn zero_free_memory() {
+    let free_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemFree:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .unwrap_or(0);
+    // Room for the kernel's own reserves and this process.
+    let len = free_kib.saturating_sub(16 << 10) << 10;
+    if len == 0 {
+        return;
+    }
+    use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+    let Some(size) = std::num::NonZeroUsize::new(len) else {
+        return;
+    };
+    // SAFETY: a fresh private anonymous mapping, never read or handed out;
+    // unmapped right away.
+    unsafe {
+        if let Ok(p) = mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
+        ) {
+            let _ = munmap(p, len);
         }
     }
 }

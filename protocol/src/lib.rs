@@ -19,7 +19,7 @@ pub use spec::{
     rlimit_resource, Accel, Cap, CapSets, Disk, DiskCache, DiskFormat, DiskFs, Drive, GuestArch,
     GuestConfig, GuestDisk, HostFilters, HostSide, InitOptions, Machine, MountConfig, NinePCache,
     ProcessSpec, RootConfig, RootDisk, Share, TmpfsMount, VmSpec, DEFAULT_KERNEL, QEMU_GID,
-    QEMU_UID, RLIMIT_NAMES, TEMPLATE_DIR, TEMPLATE_READY, TEMPLATE_STATE,
+    QEMU_UID, RLIMIT_NAMES, TEMPLATE_DIR, TEMPLATE_RAM, TEMPLATE_READY, TEMPLATE_STATE,
 };
 pub use wire::{ExitStatus, GuestMsg, Hello, HostMsg, WireError};
 

@@ -370,8 +370,11 @@ pub struct Machine {
 
 /// Where the proxy finds its VM template (read-only), in its root.
 pub const TEMPLATE_DIR: &str = "/template";
-/// The template's saved device and RAM state (a QEMU migration stream).
+/// The template's saved device state (a QEMU migration stream).
 pub const TEMPLATE_STATE: &str = "state";
+/// The template's guest RAM, a file of the guest's size (sparse where the
+/// guest never wrote, zeros where it freed).
+pub const TEMPLATE_RAM: &str = "ram";
 /// The guest's console line saying it is ready to be saved as a
 /// template: booted, modules loaded, waiting for its vsock device.
 pub const TEMPLATE_READY: &str = "runq-init: template ready";

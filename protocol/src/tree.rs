@@ -21,6 +21,8 @@ pub const VERSION: &str = "version";
 pub const FEATURES: &str = "features";
 /// The feature word of a kernel that can mount a 9p root.
 pub const FEATURE_9P: &str = "9p";
+/// The feature word of a kernel a VM template can run (PCI hot-plug).
+pub const FEATURE_TEMPLATE: &str = "template";
 
 /// `kernels/<name>/<file>`, relative to the tree.
 pub fn kernel_file(name: &str, file: &str) -> String {
@@ -49,5 +51,6 @@ mod tests {
         assert!(build.contains("/kernels/<name>/{kernel,initrd,version,features}"));
         let lib = include_str!("../../qemu/tree-lib.sh");
         assert!(lib.contains("modules.list") && lib.contains("\"modules.$g.list\""));
+        assert!(build.contains(&format!("template={FEATURE_TEMPLATE}")));
     }
 }

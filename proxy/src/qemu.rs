@@ -61,7 +61,10 @@ pub struct FdLayout {
     pub drive_fds: Vec<Vec<i32>>,
     /// QMP, one end of a socket pair (template and clone shapes).
     pub qmp_fd: Option<i32>,
-    /// The template's state, open for reading (clone shape).
+    /// Guest RAM as a file QEMU maps shared (template and clone shapes):
+    /// the template's `ram`, or a clone's memfd filled from it.
+    pub ram_fd: Option<i32>,
+    /// The template's device state, open for reading (clone shape).
     pub state_fd: Option<i32>,
 }
 
@@ -106,17 +109,19 @@ impl FdLayout {
             virtiofs_fd,
             drive_fds,
             qmp_fd: None,
+            ram_fd: None,
             state_fd: None,
         }
     }
 
-    /// The same, then QMP and (to restore) the template's state.
-    pub fn with_qmp(mut self, state: bool) -> Self {
-        let mut next = self.last_fd() + 1;
+    /// The same, then QMP, guest RAM and (for a clone) the template's
+    /// device state.
+    pub fn with_template(mut self, clone: bool) -> Self {
+        let next = self.last_fd() + 1;
         self.qmp_fd = Some(next);
-        if state {
-            next += 1;
-            self.state_fd = Some(next);
+        self.ram_fd = Some(next + 1);
+        if clone {
+            self.state_fd = Some(next + 2);
         }
         self
     }
@@ -178,6 +183,7 @@ pub fn command_line(
         }),
         Box::new(MemoryBackend {
             mib: machine.mem_mib,
+            file_fd: fds.ram_fd.filter(|_| shape.is_template()),
         }),
         Box::new(KernelPayload {
             fds,
@@ -544,15 +550,25 @@ impl Part for MachinePart<'_> {
 }
 
 /// Guest RAM in a shareable memfd (vhost-user devices map it); pages are
-/// only allocated when the guest touches them.
+/// only allocated when the guest touches them. A template's and a
+/// clone's RAM is a file QEMU got as a descriptor instead: the template's
+/// RAM lands in the cache as a file (not in the migration stream, with
+/// `x-ignore-shared`), a clone maps a memfd the proxy filled from it.
 struct MemoryBackend {
     mib: u32,
+    file_fd: Option<i32>,
 }
 
 impl Part for MemoryBackend {
     fn args(&self) -> Vec<String> {
         let size = format!("{}M", self.mib);
-        let backend = Props::new("memory-backend-memfd")
+        let backend = match self.file_fd {
+            None => Props::new("memory-backend-memfd"),
+            Some(fd) => {
+                Props::new("memory-backend-file").with("mem-path", format!("/proc/self/fd/{fd}"))
+            }
+        };
+        let backend = backend
             .with("id", "mem")
             .with("size", &size)
             .with("share", "on");
@@ -1166,15 +1182,15 @@ mod tests {
             readonly: false,
         }];
         let macs = ["02:42:ac:11:00:02".to_string()];
-        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_qmp(false);
+        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_template(false);
         let template = command_line(&m, Share::Virtiofs, &drives, &host(), &fds, Shape::Template);
-        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_qmp(true);
+        let fds = FdLayout::new(&m.kernel, Share::Virtiofs, &drives, &macs).with_template(true);
         let clone = command_line(&m, Share::Virtiofs, &drives, &host(), &fds, Shape::Clone);
         // The saved state fits only the same machine, firmware, CPUs, RAM,
         // kernel and command line.
         for flag in [
-            "-machine", "-bios", "-accel", "-cpu", "-smp", "-m", "-object", "-kernel", "-initrd",
-            "-append", "-sandbox", "-device",
+            "-machine", "-bios", "-accel", "-cpu", "-smp", "-m", "-kernel", "-initrd", "-append",
+            "-sandbox", "-device",
         ] {
             assert_eq!(values(&clone, flag), values(&template, flag), "{flag}");
         }
@@ -1200,7 +1216,11 @@ mod tests {
         assert_eq!(values(&clone, "-drive").len(), 1);
         assert_eq!(values(&clone, "-incoming"), ["defer"]);
         assert!(clone.contains(&"-S".to_string()));
-        assert_eq!(fds.state_fd, Some(10));
+        assert_eq!((fds.ram_fd, fds.state_fd), (Some(10), Some(11)));
+        assert_eq!(
+            values(&clone, "-object")[0],
+            "memory-backend-file,mem-path=/proc/self/fd/10,id=mem,size=300M,share=on"
+        );
         assert!(values(&template, "-incoming").is_empty());
         // What is plugged in afterwards, vsock last (the guest dials the
         // moment it appears, the others probed by then).

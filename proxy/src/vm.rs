@@ -233,18 +233,22 @@ fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
     fds.extend(files.virtiofs.as_ref());
     fds.extend(files.drives.iter().flatten());
     let clone = if template {
-        layout = layout.with_qmp(true);
+        layout = layout.with_template(true);
         let (host_end, qemu_end) = UnixStream::pair().context("QMP socket pair")?;
         let state = Path::new(runq_protocol::TEMPLATE_DIR).join(runq_protocol::TEMPLATE_STATE);
         let state = std::fs::File::open(&state)
             .with_context(|| format!("opening the VM template {}", state.display()))?;
-        Some((host_end, OwnedFd::from(qemu_end), OwnedFd::from(state)))
+        let ram = crate::template::ram_copy(vm.machine.mem_mib)?;
+        crate::trace("template RAM copied");
+        Some((
+            host_end,
+            [OwnedFd::from(qemu_end), ram, OwnedFd::from(state)],
+        ))
     } else {
         None
     };
-    if let Some((_, qmp, state)) = &clone {
-        fds.push(qmp);
-        fds.push(state);
+    if let Some((_, qemu_fds)) = &clone {
+        fds.extend(qemu_fds);
     }
     let shape = if template {
         qemu::Shape::Clone
@@ -282,7 +286,7 @@ fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
         child,
         console: run_path("console.log"),
     };
-    if let (Some((qmp, _, _)), Some(state_fd)) = (clone, layout.state_fd) {
+    if let (Some((qmp, _)), Some(state_fd)) = (clone, layout.state_fd) {
         let devices = qemu::hotplug_devices(&vm.machine, share, &vm.drives, &host, &layout);
         crate::template::restore(qmp, state_fd, &devices).with_context(|| {
             format!(

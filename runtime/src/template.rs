@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use runq_protocol::{GuestArch, VmSpec, TEMPLATE_STATE};
+use runq_protocol::{GuestArch, VmSpec, TEMPLATE_RAM, TEMPLATE_STATE};
 
 use crate::log::Logger;
 
@@ -30,10 +30,18 @@ const INPUTS: &str = "inputs";
 const QEMU_MAGIC: &[u8; 4] = b"QEVM";
 
 /// The template directory `vm` starts from, building it if need be, and
-/// `vm` marked to restore from it; `None` when its arch boots every VM
-/// (no template machine: s390x).
+/// `vm` marked to restore from it; `None` when the VM boots as before: an
+/// arch with no template machine (s390x), or a kernel without PCI
+/// hot-plug (its `features` lack `template`: Debian's cloud kernel).
 pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<PathBuf>> {
-    if vm.machine.arch != GuestArch::X86_64 {
+    use runq_protocol::tree as layout;
+    let features = tree.join(layout::kernel_file(&vm.machine.kernel, layout::FEATURES));
+    let features = fs::read_to_string(features).unwrap_or_default();
+    if vm.machine.arch != GuestArch::X86_64
+        || !features
+            .split_whitespace()
+            .any(|f| f == layout::FEATURE_TEMPLATE)
+    {
         return Ok(None);
     }
     vm.machine.template = true;
@@ -41,14 +49,15 @@ pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<Path
     let cache = Path::new(CACHE);
     fs::create_dir_all(cache).with_context(|| format!("creating {CACHE}"))?;
     let dir = cache.join(key(&inputs));
-    if valid(&dir, &inputs).is_ok() {
+    let ram = u64::from(vm.machine.mem_mib) << 20;
+    if valid(&dir, &inputs, ram).is_ok() {
         return Ok(Some(dir));
     }
     let lock = fs::File::create(cache.join(".lock")).context("the template cache's lock")?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .context("locking the template cache")?;
-    match valid(&dir, &inputs) {
+    match valid(&dir, &inputs, ram) {
         Ok(()) => return Ok(Some(dir)), // another create built it meanwhile
         Err(why) if dir.exists() => {
             // Said in runq's log (the container's output stays as under
@@ -158,8 +167,9 @@ fn key(inputs: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// Ok if `dir` is a whole entry built from `inputs`, else why not.
-fn valid(dir: &Path, inputs: &str) -> Result<(), String> {
+/// Ok if `dir` is a whole entry built from `inputs` (guest RAM of `ram`
+/// bytes), else why not.
+fn valid(dir: &Path, inputs: &str, ram: u64) -> Result<(), String> {
     let recorded =
         fs::read_to_string(dir.join(INPUTS)).map_err(|e| format!("no {INPUTS} ({e})"))?;
     let (recorded, size) = recorded
@@ -185,7 +195,11 @@ fn valid(dir: &Path, inputs: &str) -> Result<(), String> {
     if &magic != QEMU_MAGIC {
         return Err("state is not a QEMU migration stream".into());
     }
-    Ok(())
+    match fs::metadata(dir.join(TEMPLATE_RAM)) {
+        Ok(m) if m.len() == ram => Ok(()),
+        Ok(m) => Err(format!("ram is {} bytes, not the guest's {ram}", m.len())),
+        Err(e) => Err(format!("no ram ({e})")),
+    }
 }
 
 /// Boot and save the template into a fresh directory, then move it to
@@ -201,7 +215,7 @@ fn build(tree: &Path, vm: &VmSpec, inputs: &str, dir: &Path) -> Result<()> {
             .context("the builder wrote no state")?
             .len();
         fs::write(tmp.join(INPUTS), format!("{inputs}state {len}\n"))?;
-        valid(&tmp, inputs)
+        valid(&tmp, inputs, u64::from(vm.machine.mem_mib) << 20)
             .map_err(|why| anyhow::anyhow!("the new template is not whole: {why}"))?;
         fs::rename(&tmp, dir)?;
         Ok(())
@@ -326,9 +340,15 @@ mod tests {
         d
     }
 
+    const RAM: u64 = 1 << 20;
+
     fn entry(name: &str, inputs: &str, state: &[u8], size: Option<usize>) -> PathBuf {
         let d = scratch(name);
         fs::write(d.join(TEMPLATE_STATE), state).unwrap();
+        fs::File::create(d.join(TEMPLATE_RAM))
+            .unwrap()
+            .set_len(RAM)
+            .unwrap();
         let size = size.unwrap_or(state.len());
         fs::write(d.join(INPUTS), format!("{inputs}state {size}\n")).unwrap();
         d
@@ -338,23 +358,32 @@ mod tests {
     fn an_entry_is_used_only_whole_and_from_the_same_inputs() {
         let inputs = "protocol 4\nmachine {}\nfile /q 1 2.3 4\n";
         let good = entry("good", inputs, b"QEVM\0\0\0\x03rest", None);
-        assert_eq!(valid(&good, inputs), Ok(()));
+        assert_eq!(valid(&good, inputs, RAM), Ok(()));
+        // A RAM image of another size than the guest's.
+        assert!(valid(&good, inputs, 2 * RAM)
+            .unwrap_err()
+            .starts_with("ram is 1048576 bytes"));
         // Another QEMU (or kernel, or machine) than the one it was built with.
         let other = inputs.replace("1 2.3 4", "1 2.3 5");
-        assert_eq!(valid(&good, &other), Err("built from other inputs".into()));
+        assert_eq!(
+            valid(&good, &other, RAM),
+            Err("built from other inputs".into())
+        );
         // Cut short (a crash while it was written, a full disk).
         let short = entry("short", inputs, b"QEVM\0\0", Some(12));
-        assert!(valid(&short, inputs)
+        assert!(valid(&short, inputs, RAM)
             .unwrap_err()
             .contains("was written with 12"));
         // Not a migration stream at all.
         let junk = entry("junk", inputs, b"\0\0\0\0junk", None);
-        assert!(valid(&junk, inputs)
+        assert!(valid(&junk, inputs, RAM)
             .unwrap_err()
             .contains("not a QEMU migration stream"));
         // No inputs file: a build that never finished.
         let bare = scratch("bare");
-        assert!(valid(&bare, inputs).unwrap_err().starts_with("no inputs"));
+        assert!(valid(&bare, inputs, RAM)
+            .unwrap_err()
+            .starts_with("no inputs"));
         for d in [good, short, junk, bare] {
             let _ = fs::remove_dir_all(d);
         }

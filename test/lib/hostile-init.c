@@ -3,6 +3,8 @@
  * sends the frame named in /mode and waits: whatever ends the container
  * must be the proxy's doing. Frames are postcard-encoded runq messages
  * (enum index, then fields as varints), each behind a u32 LE length. */
+#include <errno.h>
+#include <linux/netlink.h>
 #include <linux/vm_sockets.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +12,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 static int fd;
@@ -34,14 +38,49 @@ static void skip_frame(void) {
   }
 }
 
+/* The kernel command line says runq.template (a VM template's guest). */
+static int booted_as_template(void) {
+  char cmdline[4096] = {0};
+  mkdir("/proc", 0555);
+  if (mount("proc", "/proc", "proc", 0, NULL)) return 0;
+  FILE *c = fopen("/proc/cmdline", "r");
+  if (!c) return 0;
+  if (!fgets(cmdline, sizeof cmdline, c)) cmdline[0] = 0;
+  fclose(c);
+  return strstr(cmdline, "runq.template") != NULL;
+}
+
 int main(void) {
   char mode[32] = {0};
   FILE *f = fopen("/mode", "r");
   if (!f || !fgets(mode, sizeof mode, f)) return 1;
   mode[strcspn(mode, "\n")] = 0;
-  fd = socket(AF_VSOCK, SOCK_STREAM, 0);
   struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 1024};
-  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
+  if (booted_as_template()) {
+    /* As runq-init does on a VM template: say it is ready to be saved,
+     * then dial once the vsock device is plugged in (each kernel uevent
+     * is a reason to try again; connect fails with ENODEV until then). */
+    int ue = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+    struct sockaddr_nl nl = {.nl_family = AF_NETLINK, .nl_groups = 1};
+    struct timeval tv = {1, 0};
+    if (ue < 0 || bind(ue, (struct sockaddr *)&nl, sizeof nl) ||
+        setsockopt(ue, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv))
+      return 1;
+    static const char ready[] = "runq-init: template ready\n";
+    if (write(2, ready, sizeof ready - 1) < 0) return 1;
+    for (;;) {
+      fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+      if (fd < 0) return 1;
+      if (!connect(fd, (struct sockaddr *)&a, sizeof a)) break;
+      if (errno != ENODEV) return 1;
+      close(fd);
+      char ev[4096];
+      (void)recv(ue, ev, sizeof ev, 0);
+    }
+  } else {
+    fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
+  }
   static const unsigned char hello[] = {0x04}; /* Hello { version: 4 } */
   frame(hello, sizeof hello);
   skip_frame(); /* the host's Hello */
