@@ -34,7 +34,7 @@ apt_ensure = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-.PHONY: all deps build tree helpers-cross install install-containerd demo test test-soak test-cri test-podman test-s390x fuzz unit integration bench clean lint cross kernel
+.PHONY: all deps build tree helpers-cross install install-containerd demo test test-template test-soak test-cri test-podman test-s390x fuzz unit integration bench clean lint cross kernel
 
 ifeq ($(ARCH),$(HOST_ARCH))
 all: build tree
