@@ -160,7 +160,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cd fuzz && cargo check --bins --quiet
 
-## bench: start latency of runq vs runc vs bare QEMU (RUNS=10)
+## bench: runq (booting and from a VM template) vs runc vs gVisor vs bare QEMU, side by side (RUNS=10)
 bench: install
 	@$(call apt_ensure,runsc)
 	bench/run

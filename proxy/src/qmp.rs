@@ -4,7 +4,7 @@
 //! serde_json reads and writes as they come; no client crate here passes
 //! descriptors (`getfd`), so this one is small and does.
 
-use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -25,6 +25,9 @@ pub enum QmpError {
     #[error("QMP: no {what} within {secs}s")]
     Timeout { what: String, secs: u64 },
 }
+
+/// The longest QMP document read.
+const MAX_REPLY: u64 = 1 << 20;
 
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -63,10 +66,18 @@ impl Qmp {
             });
         }
         self.reader.get_ref().set_read_timeout(Some(left))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let mut line = Vec::new();
+        // QEMU's answers here are small: a reply of more is not QMP.
+        match (&mut self.reader)
+            .take(MAX_REPLY)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) => Err(QmpError::Closed),
-            Ok(_) => Ok(serde_json::from_str(&line)?),
+            Ok(_) if !line.ends_with(b"\n") => Err(QmpError::Command {
+                command: what.to_string(),
+                desc: format!("a reply of more than {MAX_REPLY} bytes"),
+            }),
+            Ok(_) => Ok(serde_json::from_slice(&line)?),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -9,7 +9,7 @@
 //! hot-plugged after the restore; the guest, still waiting, dials the
 //! proxy as soon as its vsock device appears.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -138,7 +138,8 @@ fn wait_ready(console: UnixStream, log: &Path) -> Result<()> {
         }
         lines.get_ref().set_read_timeout(Some(left))?;
         line.clear();
-        match lines.read_until(b'\n', &mut line) {
+        // A console line is short; a longer one is taken in pieces.
+        match (&mut lines).take(4096).read_until(b'\n', &mut line) {
             Ok(0) => bail!(
                 "QEMU exited before the template guest was ready: {}{}",
                 last_line(&log.with_file_name("qemu.log")),
