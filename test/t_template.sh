@@ -112,3 +112,20 @@ test_template_is_read_only_to_the_container_side() {
     why "the container side could append to the template" || true
   [[ "$err" == *"Read-only file system"* ]] || why "writing /template/state: expected EROFS, got: $err"
 }
+
+test_template_a_shape_the_container_chose_never_builds_one() {
+  local before after line c
+  before=$(template_entries)
+  # An image's ENV can say RUNQ_MEM as easily as a user: a shape of the
+  # container's own choosing uses a template that exists, and builds none.
+  c=$(cname tplmem)
+  start_sleeper "$c" -e RUNQ_TEMPLATE=1 -e RUNQ_MEM=333 || return
+  line=$(template_qemu "$c") || why "no QEMU found for $c" || return
+  [[ "$line" != *"-incoming"* ]] || why "a VM of the container's own shape was restored: $line" || return
+  [[ "$line" == *"-m 333M"* ]] || why "not the container's 333 MiB: $line" || return
+  after=$(template_entries)
+  expect_eq "template entries after a container chose its shape" "$before" "$after" || return
+  # Nothing of a container's description is in the cache.
+  ! ls "$TEMPLATES"/*/vm.json >/dev/null 2>&1 || why "a container's vm.json is in the template cache" || return
+  expect_eq "the cache's mode" 700 "$(stat -c %a "$TEMPLATES")"
+}

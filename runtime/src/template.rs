@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,11 +33,24 @@ const QEMU_MAGIC: &[u8; 4] = b"QEVM";
 /// `vm` marked to restore from it; `None` when the VM boots as before: an
 /// arch with no template machine (s390x), or a kernel without PCI
 /// hot-plug (its `features` lack `template`: Debian's cloud kernel).
-pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<PathBuf>> {
+///
+/// `may_build`: false when the container chose its own shape (RUNQ_CPU,
+/// RUNQ_MEM, RUNQ_DEBUG, which an image's ENV sets as easily as a user):
+/// such a shape uses a template that exists and never makes runq build
+/// one, so an image cannot make the host build (and evict) templates at
+/// will. Guests above [`MAX_MIB`] always boot: a build writes the
+/// guest's whole RAM once (runq-init zeroes its free memory).
+pub fn prepare(
+    tree: &Path,
+    vm: &mut VmSpec,
+    may_build: bool,
+    log: &Logger,
+) -> Result<Option<PathBuf>> {
     use runq_protocol::tree as layout;
     let features = tree.join(layout::kernel_file(&vm.machine.kernel, layout::FEATURES));
     let features = fs::read_to_string(features).unwrap_or_default();
     if vm.machine.arch != GuestArch::X86_64
+        || vm.machine.mem_mib > MAX_MIB
         || !features
             .split_whitespace()
             .any(|f| f == layout::FEATURE_TEMPLATE)
@@ -45,20 +58,46 @@ pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<Path
         return Ok(None);
     }
     vm.machine.template = true;
+    let found = find_or_build(tree, vm, may_build, log);
+    if !matches!(found, Ok(Some(_))) {
+        vm.machine.template = false;
+    }
+    found
+}
+
+/// The largest guest (MiB) that gets a template.
+pub const MAX_MIB: u32 = 2048;
+
+fn find_or_build(
+    tree: &Path,
+    vm: &VmSpec,
+    may_build: bool,
+    log: &Logger,
+) -> Result<Option<PathBuf>> {
     let inputs = inputs(tree, vm)?;
     let cache = Path::new(CACHE);
     fs::create_dir_all(cache).with_context(|| format!("creating {CACHE}"))?;
+    // Root's alone: the entries are the template guest's memory.
+    fs::set_permissions(cache, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("{CACHE}: setting its mode"))?;
     let dir = cache.join(key(&inputs));
     let ram = u64::from(vm.machine.mem_mib) << 20;
     if valid(&dir, &inputs, ram).is_ok() {
+        used(&dir);
         return Ok(Some(dir));
+    }
+    if !may_build {
+        return Ok(None);
     }
     let lock = fs::File::create(cache.join(".lock")).context("the template cache's lock")?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .context("locking the template cache")?;
     match valid(&dir, &inputs, ram) {
-        Ok(()) => return Ok(Some(dir)), // another create built it meanwhile
+        Ok(()) => {
+            used(&dir); // another create built it meanwhile
+            return Ok(Some(dir));
+        }
         Err(why) if dir.exists() => {
             // Said in runq's log (the container's output stays as under
             // runc): a rebuild is how the cache heals, not an error.
@@ -70,6 +109,7 @@ pub fn prepare(tree: &Path, vm: &mut VmSpec, log: &Logger) -> Result<Option<Path
         }
         Err(_) => {}
     }
+    remove_leftovers(cache);
     build(tree, vm, &inputs, &dir)?;
     prune(cache, &inputs, &dir);
     Ok(Some(dir))
@@ -82,17 +122,60 @@ fn prune(cache: &Path, new: &str, keep: &Path) {
     let Ok(entries) = fs::read_dir(cache) else {
         return;
     };
+    let mut kept = vec![];
     for e in entries.flatten() {
         let dir = e.path();
-        if dir == keep || !dir.is_dir() {
+        // symlink_metadata: an entry is a directory runq made, never a link.
+        let Ok(meta) = fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if dir == keep || !meta.is_dir() {
             continue;
         }
         // A build in progress would hold the lock: a leftover is a crash's.
         let recorded = fs::read_to_string(dir.join(INPUTS)).unwrap_or_default();
         if recorded.is_empty() || superseded(&recorded, new) {
             let _ = fs::remove_dir_all(&dir);
+        } else {
+            kept.push((meta.modified().ok(), dir));
         }
     }
+    // Containers choose their CPUs and RAM (RUNQ_CPU, RUNQ_MEM), so the
+    // shapes are theirs to multiply: the least recently used entries go
+    // beyond MAX_ENTRIES (~30 MiB of disk each).
+    kept.sort();
+    let excess = (kept.len() + 1).saturating_sub(MAX_ENTRIES);
+    for (_, dir) in kept.into_iter().take(excess) {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Builds that never finished (their runq create was killed): under the
+/// lock, no build is running.
+fn remove_leftovers(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().contains(".build-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Entries the cache keeps at most (the newest build among them).
+const MAX_ENTRIES: usize = 8;
+
+/// Mark an entry used now (its directory's mtime), for [`prune`]'s LRU.
+fn used(dir: &Path) {
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    let _ = nix::sys::stat::utimensat(
+        None,
+        dir,
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
 }
 
 /// `old` was built for the same machine from the same files as `new`, or
@@ -211,6 +294,9 @@ fn build(tree: &Path, vm: &VmSpec, inputs: &str, dir: &Path) -> Result<()> {
     let built = (|| -> Result<()> {
         fs::write(tmp.join("vm.json"), vm.to_json()?)?;
         run_builder(tree, &tmp)?;
+        // The builder's input is this container's description: never
+        // part of what other containers mount.
+        fs::remove_file(tmp.join("vm.json"))?;
         let len = fs::metadata(tmp.join(TEMPLATE_STATE))
             .context("the builder wrote no state")?
             .len();
@@ -311,6 +397,11 @@ fn run_builder(tree: &Path, out: &Path) -> Result<()> {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Ends with runq create (killed by its shim, say); the proxy
+            // takes its QEMU with it the same way.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -400,6 +491,40 @@ mod tests {
         // An entry of a tree that is gone goes.
         let gone = "protocol 4\nmachine {\"cpus\":2}\nfile /no/such/runq-tree/kernel 1 2.3 4\n";
         assert!(superseded(gone, other));
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_entries() {
+        let cache = scratch("lru");
+        let inputs = |i: usize| format!("protocol 4\nmachine {{\"mem\":{i}}}\nfile / 1 2.3 4\n");
+        for i in 0..=MAX_ENTRIES {
+            let d = cache.join(format!("e{i}"));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(INPUTS), format!("{}state 1\n", inputs(i))).unwrap();
+            // Used in the order of their names, e0 longest ago.
+            let t = nix::sys::time::TimeSpec::new(1_000_000 + i as i64, 0);
+            nix::sys::stat::utimensat(
+                None,
+                &d,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
+        let newest = cache.join(format!("e{MAX_ENTRIES}"));
+        prune(&cache, &inputs(MAX_ENTRIES), &newest);
+        let mut left: Vec<String> = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let want: Vec<String> = (1..=MAX_ENTRIES).map(|i| format!("e{i}")).collect();
+        assert_eq!(
+            left, want,
+            "the least recently used entry goes, the rest stay"
+        );
+        let _ = fs::remove_dir_all(cache);
     }
 
     #[test]

@@ -145,7 +145,11 @@ fn prepare_bundle(cli: &Cli, log: &Logger, bundle: &Path, id: &str) -> Result<()
     )?;
 
     if settings.template {
-        if let Some(dir) = crate::template::prepare(&cli.opts.qemu_tree, &mut rewritten.vm, log)? {
+        let chosen = ["RUNQ_CPU", "RUNQ_MEM", "RUNQ_DEBUG"]
+            .iter()
+            .any(|v| options::env_lookup(&env, v).is_some_and(|x| !x.is_empty()));
+        let tree = &cli.opts.qemu_tree;
+        if let Some(dir) = crate::template::prepare(tree, &mut rewritten.vm, !chosen, log)? {
             bundle::mount_template(&mut rewritten.spec, &dir)?;
         }
     }
