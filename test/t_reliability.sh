@@ -91,6 +91,8 @@ test_guest_init_that_never_answers_fails_naming_the_stage() {
     expect_eq "exit code when init never answers (template)" 125 "$rc" || return
     echo "$out" | grep -q "the template guest was not ready within 60s (stage: kernel boot to runq-init" ||
       why "no stage named in: $(echo "$out" | tail -n 2)" || return
+    ! ls -d /var/cache/runq/templates/*.build-* >/dev/null 2>&1 ||
+      why "the failed template build left its directory behind" || return
   else
     expect_eq "exit code when init never answers" 255 "$rc" || return
     echo "$out" | grep -q "the guest did not call back within 60s (stage: kernel boot to runq-init)" ||
