@@ -30,6 +30,13 @@ pub struct Confine {
     pub filter: Vec<libc::sock_filter>,
 }
 
+/// The last line a helper (or QEMU) logged in `log`.
+pub fn last_line(log: &Path) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    text.trim().lines().last().map(str::to_string)
+}
+
 /// Start `cmd` so that it dies with the proxy, logs to `log` and runs as
 /// `confine` says; `fds` are handed over as 3, 4, ... Must be called from
 /// the main thread: PDEATHSIG follows the thread that forked.

@@ -25,9 +25,9 @@ use crate::helpers;
 use crate::qemu::{self, FdLayout, HostInfo, Props};
 use crate::qmp::Qmp;
 
-/// Boot to the waiting guest: ~1.5 s under TCG here, far more on a loaded
-/// host; the same deadline as a booted VM's call to the proxy.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Boot to the waiting guest (~1.5 s under TCG here, far more on a
+/// loaded host): the same deadline as a booted VM's call to the proxy.
+const BOOT_TIMEOUT: Duration = crate::vm::GUEST_CONNECT_TIMEOUT;
 /// Saving or restoring the state: a few tens of MiB from or to a file.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -142,7 +142,8 @@ fn wait_ready(console: UnixStream, log: &Path) -> Result<()> {
         match (&mut lines).take(4096).read_until(b'\n', &mut line) {
             Ok(0) => bail!(
                 "QEMU exited before the template guest was ready: {}{}",
-                last_line(&log.with_file_name("qemu.log")),
+                helpers::last_line(&log.with_file_name("qemu.log"))
+                    .unwrap_or_else(|| "no message".into()),
                 qemu::console_tail(log)
             ),
             Ok(_) => {
@@ -169,26 +170,33 @@ fn wait_ready(console: UnixStream, log: &Path) -> Result<()> {
 fn punch_zero_pages(ram: &std::fs::File) -> Result<()> {
     use nix::fcntl::{fallocate, FallocateFlags};
     use std::os::fd::AsRawFd;
+    for_each_page(ram, |off, page| {
+        if page.iter().all(|&b| b == 0) {
+            let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+            fallocate(ram.as_raw_fd(), punch, off as i64, page.len() as i64)?;
+        }
+        Ok(())
+    })
+}
+
+/// Each page of `f`'s data (holes skipped) with its offset, read in
+/// chunks of 1 MiB.
+fn for_each_page(f: &std::fs::File, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let size = ram.metadata()?.len();
     let mut buf = vec![0u8; 256 * PAGE];
-    let mut off = 0u64;
-    while off < size {
-        let n = ram.read_at(&mut buf, off)?;
-        if n == 0 {
-            break;
-        }
-        for (i, page) in buf[..n].chunks(PAGE).enumerate() {
-            if page.iter().all(|&b| b == 0) {
-                fallocate(
-                    ram.as_raw_fd(),
-                    FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                    (off + (i * PAGE) as u64) as i64,
-                    page.len() as i64,
-                )?;
+    for (start, end) in data_extents(f, f.metadata()?.len())? {
+        let mut off = start;
+        while off < end {
+            let want = buf.len().min((end - off) as usize);
+            let n = f.read_at(&mut buf[..want], off)?;
+            if n == 0 {
+                break;
             }
+            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+                each(off + (i * PAGE) as u64, page)?;
+            }
+            off += n as u64;
         }
-        off += n as u64;
     }
     Ok(())
 }
@@ -215,17 +223,6 @@ fn data_extents(f: &std::fs::File, size: u64) -> Result<Vec<(u64, u64)>> {
 
 /// Guest pages, as the template's RAM file is read and written.
 const PAGE: usize = 4096;
-
-/// The last line QEMU logged.
-fn last_line(log: &Path) -> String {
-    let text = std::fs::read(log).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    text.trim()
-        .lines()
-        .last()
-        .unwrap_or("no message")
-        .to_string()
-}
 
 /// MIGRATION events; guest RAM (shared, file-backed) not in the stream.
 fn set_capabilities(qmp: &mut Qmp) -> Result<()> {
@@ -257,25 +254,14 @@ pub fn ram_copy(mib: u32) -> Result<OwnedFd> {
     .context("memfd_create for the guest's RAM")?;
     let dst = std::fs::File::from(memfd);
     dst.set_len(size)?;
-    let mut buf = vec![0u8; 256 * PAGE];
     // Only the file's data (the template's punched holes are the pages
     // its guest left zero), and of that only the pages that are not zero.
-    for (start, end) in data_extents(&src, size)? {
-        let mut off = start;
-        while off < end {
-            let want = buf.len().min((end - off) as usize);
-            let n = src.read_at(&mut buf[..want], off)?;
-            if n == 0 {
-                break;
-            }
-            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
-                if page.iter().any(|&b| b != 0) {
-                    dst.write_all_at(page, off + (i * PAGE) as u64)?;
-                }
-            }
-            off += n as u64;
+    for_each_page(&src, |off, page| {
+        if page.iter().any(|&b| b != 0) {
+            dst.write_all_at(page, off)?;
         }
-    }
+        Ok(())
+    })?;
     Ok(OwnedFd::from(dst))
 }
 

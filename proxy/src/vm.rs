@@ -20,7 +20,7 @@ use crate::relay;
 
 /// How long the guest may take from QEMU start to runq-init's call. TCG
 /// boots take ~2 s alone, far longer on a loaded host.
-const GUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const GUEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// vhost-device-vsock's host-side socket: guest ports are dialed here.
 pub const VSOCK_UDS: &str = "/run/vm.vsock";
@@ -379,9 +379,7 @@ fn wait_for_guest(listener: &UnixListener, qemu: &Qemu) -> Result<UnixStream> {
 
 /// The last line a helper logged in the container's /run.
 fn last_line(log: &str) -> Option<String> {
-    let text = std::fs::read(run_path(log)).ok()?;
-    let text = String::from_utf8_lossy(&text);
-    text.trim().lines().last().map(str::to_string)
+    helpers::last_line(&run_path(log))
 }
 
 /// Sysctls a runc container inherits from its network namespace, which

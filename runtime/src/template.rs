@@ -77,9 +77,13 @@ fn find_or_build(
     let inputs = inputs(tree, vm)?;
     let cache = Path::new(CACHE);
     fs::create_dir_all(cache).with_context(|| format!("creating {CACHE}"))?;
-    // Root's alone: the entries are the template guest's memory.
-    fs::set_permissions(cache, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("{CACHE}: setting its mode"))?;
+    // Root's alone: the entries are the template guest's memory (set once,
+    // not on every create).
+    let mode = fs::metadata(cache).context(CACHE)?.mode() & 0o7777;
+    if mode != 0o700 {
+        fs::set_permissions(cache, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("{CACHE}: setting its mode"))?;
+    }
     let dir = cache.join(key(&inputs));
     let ram = u64::from(vm.machine.mem_mib) << 20;
     if valid(&dir, &inputs, ram).is_ok() {
