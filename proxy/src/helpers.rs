@@ -140,39 +140,57 @@ pub fn virtiofsd(
     spawn(&mut cmd, log, &[&fd], confine)
 }
 
-/// vhost-device-vsock for guest CID 3. Guest connections to host port P
-/// arrive on `<uds>_P`.
-pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path, confine: Confine) -> Result<Child> {
+/// vhost-device-vsock for guest CID 3, started: guest connections to host
+/// port P arrive on `<uds>_P`. It binds its socket itself, a few tens of
+/// ms later; [`Starting::ready`] waits for that, so the proxy's other
+/// steps run meanwhile.
+pub fn vsock_backend(socket: &Path, uds: &Path, log: &Path, confine: Confine) -> Result<Starting> {
     let mut cmd = Command::new("vhost-device-vsock");
     cmd.arg("--guest-cid=3")
         .arg(format!("--socket={}", socket.display()))
         .arg(format!("--uds-path={}", uds.display()));
     let watch = SocketWatch::new(socket)?;
     let child = spawn(&mut cmd, log, &[], confine)?;
-    watch.wait(&child, Duration::from_secs(10))?;
-    Ok(child)
+    Ok(Starting { child, watch })
+}
+
+/// A helper started, its listening socket not yet checked for.
+pub struct Starting {
+    child: Child,
+    watch: SocketWatch,
+}
+
+impl Starting {
+    /// The helper, once its socket listens (at most `timeout`).
+    pub fn ready(self, timeout: Duration) -> Result<Child> {
+        self.watch.wait(&self.child, timeout)?;
+        Ok(self.child)
+    }
 }
 
 /// Waits for a helper's listening socket to appear: an inotify watch on
 /// its directory, set up before the helper starts.
-struct SocketWatch<'a> {
+struct SocketWatch {
     inotify: Inotify,
-    path: &'a Path,
+    path: std::path::PathBuf,
 }
 
-impl<'a> SocketWatch<'a> {
-    fn new(path: &'a Path) -> Result<Self> {
+impl SocketWatch {
+    fn new(path: &Path) -> Result<Self> {
         let dir = path.parent().context("socket path has no directory")?;
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
         inotify.add_watch(dir, AddWatchFlags::IN_CREATE)?;
-        Ok(SocketWatch { inotify, path })
+        Ok(SocketWatch {
+            inotify,
+            path: path.to_path_buf(),
+        })
     }
 
     fn wait(&self, child: &Child, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let pidfd = pidfd_open(child.id())?;
         loop {
-            if is_listening(self.path) {
+            if is_listening(&self.path) {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -56,14 +56,32 @@ pub fn run(vm: VmSpec) -> Result<i32> {
     let vsock_uds = PathBuf::from(VSOCK_UDS);
     let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
+    // The vsock backend takes longest to come up (~25 ms): started
+    // first and waited for last; a clone's RAM is filled from the
+    // template meanwhile, on a thread of its own.
+    let vsock = start_vsock_backend(&vm, &vsock_uds)?;
+    let ram = vm.machine.template.then(|| {
+        let mib = vm.machine.mem_mib;
+        std::thread::spawn(move || crate::template::ram_copy(mib))
+    });
     let (nics, routes) = net::attach_all(vm.host.lasting_netns)?;
     crate::trace("network attached");
     dns::serve(VSOCK_UDS)?;
-    let _helpers = start_helpers(&vm, &vsock_uds)?;
+    let _helpers = Helpers {
+        _virtiofsd: start_virtiofsd(&vm)?,
+        _vsock: vsock.ready(HELPER_TIMEOUT)?,
+    };
     crate::trace("helpers ready");
     let files = VmFiles::open(&vm)?;
     let seed = vm.machine.template.then(host_seed).transpose()?;
-    let qemu = start_qemu(&vm, &nics, files)?;
+    let ram = ram
+        .map(|copy| {
+            copy.join()
+                .map_err(|_| anyhow::anyhow!("the thread filling the guest's RAM panicked"))?
+        })
+        .transpose()?;
+    crate::trace("template RAM copied");
+    let qemu = start_qemu(&vm, &nics, files, ram)?;
     // From here on the proxy only relays and, at the end, kills QEMU
     // (another uid): CAP_KILL is all it keeps.
     caps::keep_only(Cap::Kill.bit()).context("dropping the proxy's capabilities")?;
@@ -124,6 +142,9 @@ fn wall_clock() -> (i64, u32) {
     (now.as_secs() as i64, now.subsec_nanos())
 }
 
+/// How long a helper may take to listen on its socket.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The helpers next to QEMU, ended with the proxy.
 struct Helpers {
     _virtiofsd: Option<Child>,
@@ -131,11 +152,10 @@ struct Helpers {
 }
 
 /// virtiofsd (for a virtiofs root: 9p is served by QEMU itself), which
-/// keeps a file server's capabilities and its own seccomp filter, and the
-/// vsock backend under the strict filter.
-fn start_helpers(vm: &VmSpec, vsock_uds: &Path) -> Result<Helpers> {
-    let virtiofsd = match vm.guest.root.share {
-        Share::Virtiofs => Some(helpers::virtiofsd(
+/// keeps a file server's capabilities and its own seccomp filter.
+fn start_virtiofsd(vm: &VmSpec) -> Result<Option<Child>> {
+    match vm.guest.root.share {
+        Share::Virtiofs => helpers::virtiofsd(
             CONTAINER_ROOTFS,
             &run_path("virtiofs.sock"),
             false,
@@ -144,10 +164,15 @@ fn start_helpers(vm: &VmSpec, vsock_uds: &Path) -> Result<Helpers> {
                 caps: VIRTIOFSD_CAPS,
                 ..Default::default()
             },
-        )?),
-        Share::NineP => None,
-    };
-    let vsock = helpers::vsock_backend(
+        )
+        .map(Some),
+        Share::NineP => Ok(None),
+    }
+}
+
+/// The vsock backend, under the strict filter.
+fn start_vsock_backend(vm: &VmSpec, vsock_uds: &Path) -> Result<helpers::Starting> {
+    helpers::vsock_backend(
         &run_path("vsock.sock"),
         vsock_uds,
         &run_path("vsock.log"),
@@ -155,11 +180,7 @@ fn start_helpers(vm: &VmSpec, vsock_uds: &Path) -> Result<Helpers> {
             filter: runq_protocol::bpf::unpack(&vm.host.filters.strict),
             ..Default::default()
         },
-    )?;
-    Ok(Helpers {
-        _virtiofsd: virtiofsd,
-        _vsock: vsock,
-    })
+    )
 }
 
 /// Everything QEMU uses of the container, opened here and handed over.
@@ -222,7 +243,12 @@ fn open_drive(d: &Drive) -> Result<Vec<OwnedFd>> {
 
 /// QEMU with the taps and `files` as descriptors 3.. in
 /// [`FdLayout`]'s order; our copies close once it has them.
-fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
+fn start_qemu(
+    vm: &VmSpec,
+    nics: &[net::Nic],
+    files: VmFiles,
+    ram: Option<OwnedFd>,
+) -> Result<Qemu> {
     let macs: Vec<String> = nics.iter().map(|n| n.config.mac.clone()).collect();
     let share = vm.guest.root.share;
     let template = vm.machine.template;
@@ -232,14 +258,12 @@ fn start_qemu(vm: &VmSpec, nics: &[net::Nic], files: VmFiles) -> Result<Qemu> {
     fds.push(&files.vsock);
     fds.extend(files.virtiofs.as_ref());
     fds.extend(files.drives.iter().flatten());
-    let clone = if template {
+    let clone = if let Some(ram) = ram {
         layout = layout.with_template(true);
         let (host_end, qemu_end) = UnixStream::pair().context("QMP socket pair")?;
         let state = Path::new(runq_protocol::TEMPLATE_DIR).join(runq_protocol::TEMPLATE_STATE);
         let state = std::fs::File::open(&state)
             .with_context(|| format!("opening the VM template {}", state.display()))?;
-        let ram = crate::template::ram_copy(vm.machine.mem_mib)?;
-        crate::trace("template RAM copied");
         Some((
             host_end,
             [OwnedFd::from(qemu_end), ram, OwnedFd::from(state)],
