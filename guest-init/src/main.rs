@@ -1,5 +1,5 @@
 //! `runq-init`: PID 1 of the guest. Boot the basics, dial the proxy over
-//! vsock (a template's guest: wait on its virtio-serial port), mount the container's root, run the workload, report how it
+//! vsock, mount the container's root, run the workload, report how it
 //! ended, power off. Its own messages go to the console (a log file on the
 //! host side), never into the workload's stdout/stderr.
 
@@ -13,9 +13,7 @@ mod session;
 mod template;
 mod workload;
 
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
 use nix::sys::reboot::{reboot, RebootMode};
@@ -77,20 +75,14 @@ fn boot() -> Result<()> {
     debug("init started");
     modules::load_all(runq_protocol::tree::MODULES_LIST)?;
     debug("modules loaded");
-    let mut hotplug = None;
     let mut conn = if cmdline.split_whitespace().any(|w| w == "runq.template") {
-        let (mut port, events) = template::open_control()?;
-        hotplug = Some(events);
-        // Saved here: a clone's proxy speaks first.
-        wire::guest_handshake_reply(&mut port).context("control handshake")?;
-        port
+        template::dial_when_plugged()?
     } else {
-        let mut vsock = VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
-            .context("dialing the proxy on vsock (host CID 2)")?;
-        wire::guest_handshake(&mut vsock).context("control handshake")?;
-        File::from(OwnedFd::from(vsock))
+        VsockStream::connect(&VsockAddr::new(VMADDR_CID_HOST, CONTROL_PORT))
+            .context("dialing the proxy on vsock (host CID 2)")?
     };
     debug("connected to the proxy");
+    wire::guest_handshake(&mut conn).context("control handshake")?;
     let start: StartRequest = wire::read_msg(&mut conn)
         .context("reading the start request")?
         .context("the proxy closed the connection before the start request")?;
@@ -99,5 +91,5 @@ fn boot() -> Result<()> {
         template::renew(r)?;
         debug("clock and entropy renewed");
     }
-    session::run(conn, start, hotplug)
+    session::run(conn, start)
 }

@@ -203,11 +203,6 @@ impl Rtnl {
 }
 
 /// The guest interface that has `mac`.
-/// Every NIC of `nics` is there (a clone's are hot-plugged).
-pub fn all_present(nics: &[NicConfig]) -> bool {
-    nics.iter().all(|n| link_with_mac(&n.mac).is_ok())
-}
-
 fn link_with_mac(mac: &str) -> Result<String> {
     for entry in fs::read_dir("/sys/class/net")? {
         let name = entry?.file_name().to_string_lossy().into_owned();

@@ -1,5 +1,5 @@
-//! Sessions: the workload's (the control connection) and one per exec
-//! (vsock). Each relays stdio and signals, then reports the exit status.
+//! Sessions over vsock: the workload's (control connection) and one per
+//! exec. Each relays stdio and signals, then reports the exit status.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -12,16 +12,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::{sethostname, Pid};
 use runq_protocol::wire::{self, ExecRequest, StartRequest, MAX_DATA_CHUNK};
 use runq_protocol::{ExitStatus, GuestMsg, HostMsg, EXEC_PORT};
-use vsock::{VsockListener, VMADDR_CID_ANY};
+use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY};
 
 use crate::reaper::Reaper;
-use crate::template::Hotplug;
 use crate::workload::{self, Target, Workload};
 use crate::{dns, log, mounts, net};
 
-/// The connection: the control connection (vsock, or a template's
-/// virtio-serial port) or an exec's vsock stream, as a file.
-type Writer = Arc<Mutex<File>>;
+type Writer = Arc<Mutex<VsockStream>>;
 
 fn send(w: &Writer, msg: &GuestMsg) -> Result<()> {
     let mut conn = w
@@ -32,20 +29,11 @@ fn send(w: &Writer, msg: &GuestMsg) -> Result<()> {
 }
 
 /// The workload's session: set up the root, start, relay, report.
-/// `hotplug`: a clone's, whose devices are being probed as this runs.
-pub fn run(conn: File, start: StartRequest, hotplug: Option<Hotplug>) -> Result<()> {
-    let writer: Writer = Arc::new(Mutex::new(
-        conn.try_clone().context("cloning the control connection")?,
-    ));
-    // A clone's devices are being probed as this runs: each is waited
-    // for where it is first needed.
-    let mut hotplug = hotplug;
+pub fn run(conn: VsockStream, start: StartRequest) -> Result<()> {
+    let writer: Writer = Arc::new(Mutex::new(conn.try_clone().context("cloning vsock")?));
     let setup = (|| -> Result<()> {
-        mounts::mount_container_root(&start.guest, hotplug.as_mut())?;
+        mounts::mount_container_root(&start.guest)?;
         crate::debug("root mounted");
-        if let Some(h) = hotplug.as_mut() {
-            h.wait_until("the NICs", || net::all_present(&start.nics))?;
-        }
         net::configure(&start.nics, &start.routes).context("configuring the network")?;
         crate::debug("network configured");
         dns::serve_if_used(&format!("{}/etc/resolv.conf", mounts::ROOT))
@@ -62,10 +50,6 @@ pub fn run(conn: File, start: StartRequest, hotplug: Option<Hotplug>) -> Result<
         for (key, value) in &start.guest.sysctls {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
             std::fs::write(&path, value).with_context(|| format!("sysctl {key}={value}"))?;
-        }
-        // `docker exec` works once the workload runs, as under runc.
-        if let Some(h) = hotplug.as_mut() {
-            h.wait_bound("vmw_vsock_virtio_transport", "the vsock device")?;
         }
         Ok(())
     })();
@@ -136,7 +120,6 @@ fn serve_execs(workload: Pid, reaper: Arc<Reaper>, seccomp: Arc<Vec<Vec<u64>>>) 
             let reaper = reaper.clone();
             let seccomp = seccomp.clone();
             thread::spawn(move || {
-                let conn = File::from(OwnedFd::from(conn));
                 if let Err(e) = exec_session(conn, workload, &reaper, &seccomp) {
                     log(&format!("exec: {e:#}"));
                 }
@@ -147,7 +130,7 @@ fn serve_execs(workload: Pid, reaper: Arc<Reaper>, seccomp: Arc<Vec<Vec<u64>>>) 
 }
 
 fn exec_session(
-    mut conn: File,
+    mut conn: VsockStream,
     workload: Pid,
     reaper: &Reaper,
     seccomp: &[Vec<u64>],
@@ -210,7 +193,7 @@ fn sigusr_hook(workload: Pid, env: Vec<String>, writer: Writer, reaper: Arc<Reap
 /// Relay one process: output pumps, an input/signal reader, then the
 /// status once `wait` returns and all output is out.
 fn relay(
-    conn: File,
+    conn: VsockStream,
     writer: Writer,
     w: Workload,
     hook: Option<SignalHook>,
@@ -235,7 +218,7 @@ fn relay(
 }
 
 fn forward_input(
-    mut reader: File,
+    mut reader: VsockStream,
     pid: Pid,
     mut stdin: Option<File>,
     pty: Option<OwnedFd>,

@@ -4,8 +4,7 @@
 //! * [`VmSpec`] is the VM description that `runq create` derives from the
 //!   OCI bundle and the proxy reads inside the container.
 //! * [`HostMsg`], [`GuestMsg`] and [`wire`] are the framed, versioned
-//!   protocol spoken between proxy and guest (vsock; a template's control
-//!   connection on virtio-serial).
+//!   protocol spoken over the vsock connections between proxy and guest.
 
 pub mod bpf;
 pub mod exec_args;
@@ -31,11 +30,6 @@ pub const PROTOCOL_VERSION: u32 = 4;
 /// vsock port on the host (CID 2) that the guest dials for its control
 /// connection.
 pub const CONTROL_PORT: u32 = 1024;
-
-/// The virtio-serial port of a VM template's control connection (vsock,
-/// a vhost-user device, cannot be migrated): in the template already, so
-/// a clone's guest takes its start request the moment it runs again.
-pub const CONTROL_SERIAL_PORT: &str = "runq.control";
 
 /// vsock port in the guest where runq-init accepts exec connections.
 pub const EXEC_PORT: u32 = 1025;

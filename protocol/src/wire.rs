@@ -227,12 +227,7 @@ fn handshake<S: Read + Write>(s: &mut S, max: usize) -> Result<(), WireError> {
             version: crate::PROTOCOL_VERSION,
         },
     )?;
-    check_hello(read_msg_max::<_, Hello>(s, max))
-}
-
-/// The peer's Hello, as read: ours must be its version.
-fn check_hello(read: Result<Option<Hello>, WireError>) -> Result<(), WireError> {
-    match read {
+    match read_msg_max::<_, Hello>(s, max) {
         Ok(Some(Hello { version })) if version == crate::PROTOCOL_VERSION => Ok(()),
         Ok(Some(Hello { version })) => Err(WireError::Version {
             ours: crate::PROTOCOL_VERSION,
@@ -241,20 +236,6 @@ fn check_hello(read: Result<Option<Hello>, WireError>) -> Result<(), WireError> 
         Ok(None) | Err(WireError::Decode(_) | WireError::Trailing(_)) => Err(WireError::NoHello),
         Err(e) => Err(e),
     }
-}
-
-/// The guest's side of the handshake when the host speaks first: a VM
-/// template's guest is saved waiting on its control port, and whatever
-/// it wrote before the save went to the template's builder, not to the
-/// clone's proxy.
-pub fn guest_handshake_reply<S: Read + Write>(s: &mut S) -> Result<(), WireError> {
-    check_hello(read_msg_max::<_, Hello>(s, MAX_FRAME))?;
-    write_msg(
-        s,
-        &Hello {
-            version: crate::PROTOCOL_VERSION,
-        },
-    )
 }
 
 /// The host's side of the handshake (the guest's frames held to
@@ -504,32 +485,5 @@ mod tests {
             input: Cursor::new(vec![]),
         };
         assert!(matches!(guest_handshake(&mut p), Err(WireError::NoHello)));
-    }
-
-    /// A template's guest answers the host's Hello and writes nothing
-    /// before it has one (what it wrote would have gone to the builder).
-    #[test]
-    fn the_replying_guest_speaks_second() {
-        use std::os::unix::net::UnixStream;
-        let (mut host, mut guest) = UnixStream::pair().unwrap();
-        let h = std::thread::spawn(move || host_handshake(&mut host).map(|()| host));
-        guest_handshake_reply(&mut guest).unwrap();
-        let mut host = h.join().unwrap().unwrap();
-        host.set_nonblocking(true).unwrap();
-        assert!(
-            host.read(&mut [0u8; 1]).is_err(),
-            "nothing after the guest's Hello"
-        );
-        let mut silent = Cursor::new(Vec::new());
-        assert!(matches!(
-            guest_handshake_reply(&mut silent),
-            Err(WireError::NoHello)
-        ));
-        assert!(silent.get_ref().is_empty(), "no Hello before the host's");
-        let mut other = Cursor::new(encode(&Hello { version: 99 }).unwrap());
-        assert!(matches!(
-            guest_handshake_reply(&mut other),
-            Err(WireError::Version { theirs: 99, .. })
-        ));
     }
 }

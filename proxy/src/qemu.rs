@@ -61,9 +61,6 @@ pub struct FdLayout {
     pub drive_fds: Vec<Vec<i32>>,
     /// QMP, one end of a socket pair (template and clone shapes).
     pub qmp_fd: Option<i32>,
-    /// The control connection's virtio-serial port, one end of a socket
-    /// pair (template and clone shapes).
-    pub control_fd: Option<i32>,
     /// Guest RAM as a file QEMU maps shared (template and clone shapes):
     /// the template's `ram`, or a clone's memfd filled from it.
     pub ram_fd: Option<i32>,
@@ -112,21 +109,19 @@ impl FdLayout {
             virtiofs_fd,
             drive_fds,
             qmp_fd: None,
-            control_fd: None,
             ram_fd: None,
             state_fd: None,
         }
     }
 
-    /// The same, then QMP, the control port, guest RAM and (for a clone)
-    /// the template's device state.
+    /// The same, then QMP, guest RAM and (for a clone) the template's
+    /// device state.
     pub fn with_template(mut self, clone: bool) -> Self {
         let next = self.last_fd() + 1;
         self.qmp_fd = Some(next);
-        self.control_fd = Some(next + 1);
-        self.ram_fd = Some(next + 2);
+        self.ram_fd = Some(next + 1);
         if clone {
-            self.state_fd = Some(next + 3);
+            self.state_fd = Some(next + 2);
         }
         self
     }
@@ -227,9 +222,6 @@ pub fn command_line(
     if let Some(fd) = fds.qmp_fd.filter(|_| shape.is_template()) {
         parts.push(Box::new(Qmp { fd }));
     }
-    if let Some(fd) = fds.control_fd.filter(|_| shape.is_template()) {
-        parts.push(Box::new(ControlPort { fd }));
-    }
     if shape == Shape::Clone {
         parts.push(Box::new(Incoming));
     }
@@ -237,9 +229,10 @@ pub fn command_line(
 }
 
 /// The devices a [`Shape::Clone`] gets through QMP once the template's
-/// state is in, in the order the guest needs them (its ACPI hot-plug
-/// handler probes slots in order, and each device takes the next free
-/// slot): the root share first, the vsock device (for execs) last.
+/// state is in, in the order they are added: the vsock device last, so
+/// that the guest (which dials the moment it appears) finds the others
+/// probed before it (the guest's ACPI hot-plug handler probes slots in
+/// order, and each device takes the next free slot).
 pub fn hotplug_devices(
     machine: &Machine,
     share: Share,
@@ -385,33 +378,6 @@ impl Part for Qmp {
         }
         .args();
         a.extend(args(&["-mon", "chardev=qmp,mode=control"]));
-        a
-    }
-}
-
-/// The control connection of a template's guest: a virtio-serial port
-/// (migratable, unlike vsock) on a socket pair's end.
-struct ControlPort {
-    fd: i32,
-}
-
-impl Part for ControlPort {
-    fn args(&self) -> Vec<String> {
-        let mut a = Chardev::Socket {
-            id: "control",
-            fd: self.fd,
-        }
-        .args();
-        a.extend(Device(Props::new("virtio-serial-pci").with("id", "control-bus")).args());
-        a.extend(
-            Device(
-                Props::new("virtserialport")
-                    .with("bus", "control-bus.0")
-                    .with("chardev", "control")
-                    .with("name", runq_protocol::CONTROL_SERIAL_PORT),
-            )
-            .args(),
-        );
         a
     }
 }
@@ -1232,16 +1198,8 @@ mod tests {
         let cmdline = values(&clone, "-append")[0];
         assert!(cmdline.ends_with(" runq.template") && cmdline.contains(" acpi=noirq"));
         assert!(!cmdline.contains("tsc_early_khz"), "{cmdline}");
-        // The template's devices are the console, rng and the control
-        // port only.
-        assert_eq!(
-            values(&clone, "-device"),
-            [
-                "virtio-rng-pci,rng=rng",
-                "virtio-serial-pci,id=control-bus",
-                "virtserialport,bus=control-bus.0,chardev=control,name=runq.control"
-            ]
-        );
+        // The template's devices are the console and rng only.
+        assert_eq!(values(&clone, "-device"), ["virtio-rng-pci,rng=rng"]);
         assert_eq!(values(&template, "-chardev")[0], "socket,id=console,fd=4");
         // The clone has every backend: console file, vsock and virtiofs
         // sockets, the drive, the tap; QMP after them, then the state.
@@ -1251,22 +1209,21 @@ mod tests {
                 "file,id=console,path=/dev/fdset/1",
                 "socket,id=vsock,fd=5",
                 "socket,id=rootfs,fd=6",
-                "socket,id=qmp,fd=9",
-                "socket,id=control,fd=10"
+                "socket,id=qmp,fd=9"
             ]
         );
         assert_eq!(values(&clone, "-netdev"), ["tap,id=net0,fd=3"]);
         assert_eq!(values(&clone, "-drive").len(), 1);
         assert_eq!(values(&clone, "-incoming"), ["defer"]);
         assert!(clone.contains(&"-S".to_string()));
-        assert_eq!((fds.ram_fd, fds.state_fd), (Some(11), Some(12)));
+        assert_eq!((fds.ram_fd, fds.state_fd), (Some(10), Some(11)));
         assert_eq!(
             values(&clone, "-object")[0],
-            "memory-backend-file,mem-path=/proc/self/fd/11,id=mem,size=300M,share=on"
+            "memory-backend-file,mem-path=/proc/self/fd/10,id=mem,size=300M,share=on"
         );
         assert!(values(&template, "-incoming").is_empty());
-        // What is plugged in afterwards, in the order the guest needs it:
-        // the root share first, vsock (for execs) last.
+        // What is plugged in afterwards, vsock last (the guest dials the
+        // moment it appears, the others probed by then).
         let plugged: Vec<String> = hotplug_devices(&m, Share::Virtiofs, &drives, &host(), &fds)
             .iter()
             .map(|d| d.to_qmp()["driver"].as_str().unwrap_or("").to_string())

@@ -4,12 +4,10 @@
 //!
 //! The saved state holds the guest's RAM (the pages the boot wrote) and
 //! the state of the few devices a template has: CPU, serial console,
-//! virtio-rng, and the virtio-serial port of the control connection, on
-//! which the saved guest waits for the proxy's Hello. Everything a
-//! container brings (vsock and root share, which are vhost-user devices
-//! QEMU 7.2 cannot migrate, NICs, disks) is hot-plugged after the
-//! restore; the guest takes its start request meanwhile and waits for
-//! each device where it needs it.
+//! virtio-rng. Everything a container brings (vsock and root share, which
+//! are vhost-user devices QEMU 7.2 cannot migrate, NICs, disks) is
+//! hot-plugged after the restore; the guest, still waiting, dials the
+//! proxy as soon as its vsock device appears.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -45,9 +43,6 @@ pub fn build(args: &[String]) -> Result<i32> {
     let dir = Path::new(dir);
     let (console_host, console_qemu) = UnixStream::pair().context("console socket pair")?;
     let (qmp_host, qmp_qemu) = UnixStream::pair().context("QMP socket pair")?;
-    // The guest's control port: this end stays open (and unread) until
-    // the state is saved; a closed one would tell the guest so.
-    let (_control_host, control_qemu) = UnixStream::pair().context("control socket pair")?;
     let share = vm.guest.root.share;
     let layout = FdLayout::new(&vm.machine.kernel, share, &[], &[]).with_template(false);
     let ram = OwnedFd::from(
@@ -75,12 +70,12 @@ pub fn build(args: &[String]) -> Result<i32> {
     let placeholder = OwnedFd::from(std::fs::File::open("/dev/null").context("/dev/null")?);
     let console_fd = OwnedFd::from(console_qemu);
     let qmp_fd = OwnedFd::from(qmp_qemu);
-    let control_fd = OwnedFd::from(control_qemu);
     let mut fds: Vec<&OwnedFd> = vec![&console_fd, &placeholder];
     if layout.virtiofs_fd.is_some() {
         fds.push(&placeholder);
     }
-    fds.extend([&qmp_fd, &control_fd, &ram]);
+    fds.push(&qmp_fd);
+    fds.push(&ram);
     let mut cmd = Command::new(qemu::binary(vm.machine.arch));
     cmd.args(qemu::command_line(
         &vm.machine,
@@ -96,7 +91,7 @@ pub fn build(args: &[String]) -> Result<i32> {
         filter: runq_protocol::bpf::unpack(&vm.host.filters.qemu),
     };
     let mut child = helpers::spawn(&mut cmd, &dir.join("qemu.log"), &fds, confine)?;
-    drop((console_fd, qmp_fd, control_fd));
+    drop((console_fd, qmp_fd));
     let saved = (|| -> Result<()> {
         wait_ready(console_host, &dir.join("console.log"))?;
         let mut qmp = Qmp::connect(qmp_host)?;

@@ -54,11 +54,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         eprintln!("runq: {w}");
     }
     let vsock_uds = PathBuf::from(VSOCK_UDS);
-    // A booted guest dials the proxy on vsock; a template's is restored
-    // waiting on its virtio-serial port, whose other end QEMU gets.
-    let listener = (!vm.machine.template)
-        .then(|| UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display())))
-        .transpose()
+    let control = UnixListener::bind(format!("{}_{CONTROL_PORT}", vsock_uds.display()))
         .context("binding the control socket")?;
     // The vsock backend takes longest to come up (~25 ms): started
     // first and waited for last; a clone's RAM is filled from the
@@ -85,7 +81,7 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         })
         .transpose()?;
     crate::trace("template RAM copied");
-    let (qemu, control) = start_qemu(&vm, &nics, files, ram)?;
+    let qemu = start_qemu(&vm, &nics, files, ram)?;
     // From here on the proxy only relays and, at the end, kills QEMU
     // (another uid): CAP_KILL is all it keeps.
     caps::keep_only(Cap::Kill.bit()).context("dropping the proxy's capabilities")?;
@@ -93,18 +89,9 @@ pub fn run(vm: VmSpec) -> Result<i32> {
         .context("installing the proxy's seccomp filter")?;
     crate::trace("qemu started");
 
-    let mut conn = match (control, &listener) {
-        (Some(port), _) => port,
-        (None, Some(listener)) => wait_for_guest(listener, &qemu)?,
-        (None, None) => bail!("a VM template's guest without its control port"),
-    };
+    let mut conn = wait_for_guest(&control, &qemu)?;
     crate::trace("guest connected");
-    // The restored guest answers at once: its deadline is a booted
-    // guest's call (QEMU exiting closes the port: no Hello).
-    conn.set_read_timeout(Some(GUEST_CONNECT_TIMEOUT))?;
-    wire::host_handshake(&mut conn)
-        .with_context(|| format!("control handshake with runq-init{}", qemu.console_tail()))?;
-    conn.set_read_timeout(None)?;
+    wire::host_handshake(&mut conn).context("control handshake with runq-init")?;
     let terminal = vm.guest.process.terminal;
     let systemd = vm.guest.init.systemd;
     let mut guest = vm.guest;
@@ -261,7 +248,7 @@ fn start_qemu(
     nics: &[net::Nic],
     files: VmFiles,
     ram: Option<OwnedFd>,
-) -> Result<(Qemu, Option<UnixStream>)> {
+) -> Result<Qemu> {
     let macs: Vec<String> = nics.iter().map(|n| n.config.mac.clone()).collect();
     let share = vm.guest.root.share;
     let template = vm.machine.template;
@@ -273,19 +260,13 @@ fn start_qemu(
     fds.extend(files.drives.iter().flatten());
     let clone = if let Some(ram) = ram {
         layout = layout.with_template(true);
-        let (qmp, qmp_qemu) = UnixStream::pair().context("QMP socket pair")?;
-        let (control, control_qemu) = UnixStream::pair().context("control socket pair")?;
+        let (host_end, qemu_end) = UnixStream::pair().context("QMP socket pair")?;
         let state = Path::new(runq_protocol::TEMPLATE_DIR).join(runq_protocol::TEMPLATE_STATE);
         let state = std::fs::File::open(&state)
             .with_context(|| format!("opening the VM template {}", state.display()))?;
         Some((
-            (qmp, control),
-            [
-                OwnedFd::from(qmp_qemu),
-                OwnedFd::from(control_qemu),
-                ram,
-                OwnedFd::from(state),
-            ],
+            host_end,
+            [OwnedFd::from(qemu_end), ram, OwnedFd::from(state)],
         ))
     } else {
         None
@@ -329,8 +310,7 @@ fn start_qemu(
         child,
         console: run_path("console.log"),
     };
-    let mut control = None;
-    if let (Some(((qmp, c), _)), Some(state_fd)) = (clone, layout.state_fd) {
+    if let (Some((qmp, _)), Some(state_fd)) = (clone, layout.state_fd) {
         let devices = qemu::hotplug_devices(&vm.machine, share, &vm.drives, &host, &layout);
         crate::template::restore(qmp, state_fd, &devices).with_context(|| {
             format!(
@@ -338,9 +318,8 @@ fn start_qemu(
                 last_line("qemu.log").unwrap_or_else(|| "no message from QEMU".into())
             )
         })?;
-        control = Some(c);
     }
-    Ok((qemu, control))
+    Ok(qemu)
 }
 
 /// A qcow2 disk's header again, on the descriptor QEMU gets: another

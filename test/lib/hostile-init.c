@@ -1,12 +1,9 @@
-/* A hostile guest: the /init of a test initrd. It reaches the proxy as
- * runq-init does (vsock; a template's guest: its virtio-serial control
- * port), completes the handshake, takes the Start message, then
+/* A hostile guest: the /init of a test initrd. It dials the proxy as
+ * runq-init does, completes the handshake, takes the Start message, then
  * sends the frame named in /mode and waits: whatever ends the container
  * must be the proxy's doing. Frames are postcard-encoded runq messages
  * (enum index, then fields as varints), each behind a u32 LE length. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/vm_sockets.h>
 #include <stdint.h>
@@ -21,25 +18,8 @@
 
 static int fd;
 
-/* All of it: a virtio-serial port takes at most 32 KiB a write. */
 static void put(const void *b, size_t n) {
-  const char *p = b;
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w <= 0) _exit(1);
-    p += w;
-    n -= w;
-  }
-}
-
-static void get(void *b, size_t n) {
-  char *p = b;
-  while (n) {
-    ssize_t r = read(fd, p, n);
-    if (r <= 0) _exit(1);
-    p += r;
-    n -= r;
-  }
+  if (write(fd, b, n) != (ssize_t)n) _exit(1);
 }
 
 static void frame(const unsigned char *p, uint32_t n) {
@@ -50,7 +30,7 @@ static void frame(const unsigned char *p, uint32_t n) {
 static void skip_frame(void) {
   uint32_t n;
   unsigned char buf[4096];
-  get(&n, 4);
+  if (read(fd, &n, 4) != 4) _exit(1);
   while (n) {
     ssize_t r = read(fd, buf, n < sizeof buf ? n : sizeof buf);
     if (r <= 0) _exit(1);
@@ -76,54 +56,34 @@ int main(void) {
   if (!f || !fgets(mode, sizeof mode, f)) return 1;
   mode[strcspn(mode, "\n")] = 0;
   struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = 1024};
-  int template = booted_as_template();
-  if (template) {
-    /* As runq-init does on a VM template: wait for the control port (a
-     * virtio-serial port named runq.control: each kernel uevent is a
-     * reason to look again), open it, say it is ready to be saved. A
-     * clone's proxy then speaks first. */
+  if (booted_as_template()) {
+    /* As runq-init does on a VM template: say it is ready to be saved,
+     * then dial once the vsock device is plugged in (each kernel uevent
+     * is a reason to try again; connect fails with ENODEV until then). */
     int ue = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
     struct sockaddr_nl nl = {.nl_family = AF_NETLINK, .nl_groups = 1};
-    struct timeval tv = {0, 100000};
+    struct timeval tv = {1, 0};
     if (ue < 0 || bind(ue, (struct sockaddr *)&nl, sizeof nl) ||
         setsockopt(ue, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv))
       return 1;
-    mkdir("/sys", 0555);
-    mkdir("/dev", 0755);
-    if (mount("sysfs", "/sys", "sysfs", 0, NULL) || mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
-      return 1;
-    char dev[300] = {0};
-    for (int tries = 0; !dev[0]; tries++) {
-      if (tries > 600) return 1; /* 60 s */
-      DIR *d = opendir("/sys/class/virtio-ports");
-      struct dirent *e;
-      while (d && (e = readdir(d))) {
-        char path[300], name[64] = {0};
-        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", e->d_name);
-        FILE *n = fopen(path, "r");
-        if (!n) continue;
-        if (fgets(name, sizeof name, n) && !strcmp(name, "runq.control\n"))
-          snprintf(dev, sizeof dev, "/dev/%s", e->d_name);
-        fclose(n);
-      }
-      if (d) closedir(d);
-      if (!dev[0]) {
-        char ev[4096];
-        (void)recv(ue, ev, sizeof ev, 0);
-      }
-    }
-    fd = open(dev, O_RDWR);
-    if (fd < 0) return 1;
     static const char ready[] = "runq-init: template ready\n";
     if (write(2, ready, sizeof ready - 1) < 0) return 1;
+    for (;;) {
+      fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+      if (fd < 0) return 1;
+      if (!connect(fd, (struct sockaddr *)&a, sizeof a)) break;
+      if (errno != ENODEV) return 1;
+      close(fd);
+      char ev[4096];
+      (void)recv(ue, ev, sizeof ev, 0);
+    }
   } else {
     fd = socket(AF_VSOCK, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) return 1;
   }
   static const unsigned char hello[] = {0x04}; /* Hello { version: 4 } */
-  if (template) skip_frame(); /* the host's Hello comes first there */
   frame(hello, sizeof hello);
-  if (!template) skip_frame(); /* the host's Hello */
+  skip_frame(); /* the host's Hello */
   skip_frame(); /* Start */
   if (!strcmp(mode, "flood")) {
     /* 1,000 legal Stdout frames of 64 KiB (64 MiB the host must relay,

@@ -56,36 +56,9 @@ pub fn in_root(p: &str) -> Result<String> {
     Ok(format!("{ROOT}{}", resolved.display()))
 }
 
-/// A clone's root share and disks, hot-plugged as it resumed: waited for
-/// until the kernel has probed them.
-fn wait_for_devices(
-    g: &GuestConfig,
-    h: &mut crate::template::Hotplug,
-) -> Result<std::collections::HashMap<String, String>> {
-    let driver = match g.root.share {
-        runq_protocol::Share::Virtiofs => "virtiofs",
-        runq_protocol::Share::NineP => "9pnet_virtio",
-    };
-    h.wait_bound(driver, "the root share's device")?;
-    // A disk is usable once its block device is added, at the end of
-    // virtio-blk's probe.
-    let mut found = None;
-    h.wait_until("the runq disks' devices", || {
-        found = disks::disk_devices(&g.disks).ok();
-        found.is_some()
-    })?;
-    found.context("the runq disks' devices vanished")
-}
-
 /// Mount the container root at [`ROOT`] and what runc would mount in it.
-pub fn mount_container_root(
-    g: &GuestConfig,
-    hotplug: Option<&mut crate::template::Hotplug>,
-) -> Result<()> {
-    let devices = match hotplug {
-        Some(h) => wait_for_devices(g, h)?,
-        None => disks::disk_devices(&g.disks)?,
-    };
+pub fn mount_container_root(g: &GuestConfig) -> Result<()> {
+    let devices = disks::disk_devices(&g.disks)?;
     root::mount_root(g, &devices)?;
     let r = in_root;
     // /proc is mounted by the workload itself, inside its PID namespace.
