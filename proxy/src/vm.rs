@@ -80,7 +80,9 @@ pub fn run(vm: VmSpec) -> Result<i32> {
                 .map_err(|_| anyhow::anyhow!("the thread filling the guest's RAM panicked"))?
         })
         .transpose()?;
-    crate::trace("template RAM copied");
+    if ram.is_some() {
+        crate::trace("template RAM copied");
+    }
     let qemu = start_qemu(&vm, &nics, files, ram)?;
     // From here on the proxy only relays and, at the end, kills QEMU
     // (another uid): CAP_KILL is all it keeps.
